@@ -1,0 +1,267 @@
+"""A local cluster of real node processes: used by ``replikv up/down/status`` and the tests.
+
+Owns: the cluster directory (``cluster.json`` describing the nodes, one data dir and one
+log file per node), starting node processes, stopping them (SIGTERM, then SIGKILL), killing
+(SIGKILL), pausing (SIGSTOP / SIGCONT), waiting for them to answer, and reading status.
+Does not know: replication internals; it talks to nodes through RESP and HTTP like any
+operator would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
+
+PEER_OFFSET = 100
+HTTP_OFFSET = 200
+
+
+@dataclass
+class NodeSpec:
+    node_id: int
+    host: str
+    port: int
+    peer_port: int
+    http_port: int
+    data_dir: str
+    extra_args: list = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class ClusterError(Exception):
+    pass
+
+
+def _port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class LocalCluster:
+    def __init__(self, root: str, nodes: list[NodeSpec] | None = None, mode: str = "standalone",
+                 settings: dict | None = None) -> None:
+        self.root = os.path.abspath(root)
+        self.nodes = nodes or []
+        self.mode = mode
+        self.settings = settings or {}
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    # ------------------------------------------------------------------ layout
+    @classmethod
+    def create(cls, root: str, n: int = 1, base_port: int = 7100, host: str = "127.0.0.1",
+               mode: str = "standalone", settings: dict | None = None) -> LocalCluster:
+        root = os.path.abspath(root)
+        nodes = [NodeSpec(i, host, base_port + i - 1, base_port + PEER_OFFSET + i - 1,
+                          base_port + HTTP_OFFSET + i - 1, os.path.join(root, f"node{i}"))
+                 for i in range(1, n + 1)]
+        return cls(root, nodes, mode, settings)
+
+    @property
+    def manifest(self) -> str:
+        return os.path.join(self.root, "cluster.json")
+
+    def save(self) -> None:
+        os.makedirs(self.root, exist_ok=True)
+        tmp = self.manifest + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"mode": self.mode, "settings": self.settings,
+                       "nodes": [asdict(n) for n in self.nodes]}, fh, indent=1)
+        os.replace(tmp, self.manifest)
+
+    @classmethod
+    def load(cls, root: str) -> LocalCluster:
+        root = os.path.abspath(root)
+        path = os.path.join(root, "cluster.json")
+        try:
+            with open(path) as fh:
+                d = json.load(fh)
+        except FileNotFoundError:
+            raise ClusterError(f"no cluster in {root} (no cluster.json); start one with `replikv up`") from None
+        return cls(root, [NodeSpec(**n) for n in d["nodes"]], d.get("mode", "standalone"), d.get("settings", {}))
+
+    def node(self, node_id: int) -> NodeSpec:
+        for n in self.nodes:
+            if n.node_id == node_id:
+                return n
+        raise ClusterError(f"no node {node_id} in this cluster")
+
+    # ------------------------------------------------------------------ processes
+    def pid_file(self, n: NodeSpec) -> str:
+        return os.path.join(n.data_dir, "node.pid")
+
+    def log_file(self, n: NodeSpec) -> str:
+        return os.path.join(n.data_dir, "node.log")
+
+    def pid(self, n: NodeSpec) -> int | None:
+        p = self.procs.get(n.node_id)
+        if p is not None and p.poll() is None:
+            return p.pid
+        try:
+            with open(self.pid_file(n)) as fh:
+                pid = int(fh.read().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        # a zombie child of ours is not running
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().split()[2] == "Z":
+                    return None
+        except OSError:
+            pass
+        return pid
+
+    def is_running(self, n: NodeSpec) -> bool:
+        return self.pid(n) is not None
+
+    def node_args(self, n: NodeSpec) -> list[str]:
+        args = [sys.executable, "-m", "replikv", "node", "--node-id", str(n.node_id), "--host", n.host,
+                "--port", str(n.port), "--peer-port", str(n.peer_port), "--http-port", str(n.http_port),
+                "--data-dir", n.data_dir]
+        for k, v in self.settings.items():
+            args += [f"--{k.replace('_', '-')}", str(v)]
+        return args + list(n.extra_args)
+
+    def start_node(self, n: NodeSpec, wait: bool = True, timeout: float = 30.0) -> int:
+        if self.is_running(n):
+            return self.pid(n)
+        os.makedirs(n.data_dir, exist_ok=True)
+        logf = open(self.log_file(n), "ab")
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        p = subprocess.Popen(self.node_args(n), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env=env, start_new_session=True)
+        logf.close()
+        self.procs[n.node_id] = p
+        with open(self.pid_file(n), "w") as fh:
+            fh.write(str(p.pid))
+        if wait:
+            self.wait_ready(n, timeout)
+        return p.pid
+
+    def wait_ready(self, n: NodeSpec, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            p = self.procs.get(n.node_id)
+            if p is not None and p.poll() is not None:
+                raise ClusterError(f"node {n.node_id} exited with code {p.returncode}; last log lines:\n"
+                                   + self.tail_log(n))
+            if _port_open(n.host, n.port) and _port_open(n.host, n.http_port):
+                return
+            time.sleep(0.05)
+        raise ClusterError(f"node {n.node_id} did not answer on {n.address} within {timeout}s; log:\n"
+                           + self.tail_log(n))
+
+    def tail_log(self, n: NodeSpec, lines: int = 20) -> str:
+        try:
+            with open(self.log_file(n), "rb") as fh:
+                return b"\n".join(fh.read().splitlines()[-lines:]).decode("utf-8", "replace")
+        except OSError:
+            return "(no log)"
+
+    def start(self, wait: bool = True) -> list[int]:
+        """Start every node that is not running; returns the ids started."""
+        self.save()
+        started = []
+        for n in self.nodes:
+            if not self.is_running(n):
+                self.start_node(n, wait=False)
+                started.append(n.node_id)
+        if wait:
+            for n in self.nodes:
+                self.wait_ready(n)
+        return started
+
+    def signal(self, node_id: int, sig: int) -> None:
+        n = self.node(node_id)
+        pid = self.pid(n)
+        if pid is None:
+            raise ClusterError(f"node {node_id} is not running")
+        os.kill(pid, sig)
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL: no shutdown, no flush, as a crash."""
+        n = self.node(node_id)
+        pid = self.pid(n)
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        os.kill(pid, signal.SIGKILL)
+        self._reap(n, 10)
+
+    def pause(self, node_id: int) -> None:
+        self.signal(node_id, signal.SIGSTOP)
+
+    def resume(self, node_id: int) -> None:
+        self.signal(node_id, signal.SIGCONT)
+
+    def stop_node(self, node_id: int, timeout: float = 10.0) -> None:
+        n = self.node(node_id)
+        pid = self.pid(n)
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGCONT)
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        if not self._reap(n, timeout):
+            os.kill(pid, signal.SIGKILL)
+            self._reap(n, 5)
+
+    def _reap(self, n: NodeSpec, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        p = self.procs.get(n.node_id)
+        while time.monotonic() < deadline:
+            if p is not None:
+                if p.poll() is not None:
+                    return True
+            elif self.pid(n) is None:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            self.stop_node(n.node_id)
+
+    # ------------------------------------------------------------------ status
+    def http_get(self, n: NodeSpec, path: str, timeout: float = 2.0):
+        with urllib.request.urlopen(f"http://{n.host}:{n.http_port}{path}", timeout=timeout) as r:
+            body = r.read()
+        return json.loads(body) if path != "/metrics" else body.decode()
+
+    def status(self) -> list[dict]:
+        out = []
+        for n in self.nodes:
+            row = {"node_id": n.node_id, "address": n.address, "http": f"{n.host}:{n.http_port}",
+                   "peer": f"{n.host}:{n.peer_port}", "running": self.is_running(n)}
+            try:
+                row.update(self.http_get(n, "/status"))
+                row["reachable"] = True
+            except Exception as e:
+                row["reachable"] = False
+                row["error"] = str(e)
+            out.append(row)
+        return out

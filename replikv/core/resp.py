@@ -1,0 +1,453 @@
+"""RESP codec: bytes in, frames out; replies in, bytes out.
+
+Owns: parsing client requests (RESP multibulk and inline commands), parsing replies
+(for our own client and the tests), and encoding replies in RESP2 or RESP3.
+Does not know: sockets, commands, the keyspace. It is sans-IO, like h11: the caller feeds
+bytes with ``feed`` and pulls frames with ``next_command`` / ``next_reply``; ``None`` means
+"need more data".
+
+Tricky cases:
+- A frame may arrive one byte at a time; every proper prefix of a frame yields ``None``.
+- A huge declared bulk length must be refused *before* buffering the body
+  (``max_bulk_len``), and so must a huge multibulk count (``max_multibulk_len``), or one
+  client could exhaust memory. Such errors are not resynchronisable: the caller replies with
+  the error and closes the connection, as Redis does.
+- While a large bulk is arriving we remember how many bytes the frame needs, so a 100 MB
+  value arriving in 64 KB chunks is parsed once, not re-scanned per chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CRLF = b"\r\n"
+
+
+class ProtocolError(Exception):
+    """The byte stream is not valid RESP; the connection cannot be resynchronised."""
+
+
+@dataclass(frozen=True, slots=True)
+class Simple:
+    """A simple string reply (``+OK``)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """An error reply; ``text`` starts with its code, e.g. ``ERR ...`` or ``WRONGTYPE ...``."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Map:
+    """A map reply: RESP3 ``%``, flattened to an array in RESP2. ``items`` is a list of pairs."""
+
+    items: list
+
+
+@dataclass(frozen=True, slots=True)
+class SetReply:
+    """A set reply: RESP3 ``~``, an array in RESP2."""
+
+    items: list
+
+
+@dataclass(frozen=True, slots=True)
+class Verbatim:
+    """A verbatim string: RESP3 ``=txt:``, a bulk string in RESP2 (INFO uses it)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """Bytes already encoded for this connection's protocol (a reply captured in MULTI)."""
+
+    data: bytes
+
+
+class _NullArray:
+    """The null array (RESP2 ``*-1``, RESP3 ``_``): e.g. EXEC aborted by WATCH."""
+
+    __slots__ = ()
+
+
+NULL_ARRAY = _NullArray()
+
+OK = Simple("OK")
+QUEUED = Simple("QUEUED")
+PONG = Simple("PONG")
+
+_OK_BYTES = b"+OK\r\n"
+
+
+class RequestParser:
+    """Parses client requests. ``feed(data)`` then call ``next_command()`` until ``None``."""
+
+    __slots__ = ("_buf", "_pos", "_need", "max_bulk_len", "max_multibulk_len", "max_inline_len")
+
+    def __init__(self, max_bulk_len: int = 512 * 1024 * 1024, max_multibulk_len: int = 1024 * 1024,
+                 max_inline_len: int = 64 * 1024) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+        self._need = 0  # the current frame is known to need at least this many buffered bytes
+        self.max_bulk_len = max_bulk_len
+        self.max_multibulk_len = max_multibulk_len
+        self.max_inline_len = max_inline_len
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def next_command(self) -> list[bytes] | None:
+        """Return the next command as a list of arguments, ``[]`` for an empty inline line,
+        or ``None`` if more data is needed. Raises ProtocolError on garbage."""
+        buf = self._buf
+        pos = self._pos
+        n = len(buf)
+        if pos >= n:
+            if pos:
+                buf.clear()
+                self._pos = 0
+            return None
+        if n - pos < self._need:
+            return None
+        if buf[pos] != 42:  # '*'
+            return self._inline()
+        eol = buf.find(CRLF, pos)
+        if eol < 0:
+            if n - pos > 64 * 1024:
+                raise ProtocolError("Protocol error: too big mbulk count string")
+            return None
+        try:
+            count = int(buf[pos + 1:eol])
+        except ValueError:
+            raise ProtocolError("Protocol error: invalid multibulk length") from None
+        if count > self.max_multibulk_len:
+            raise ProtocolError("Protocol error: invalid multibulk length")
+        p = eol + 2
+        if count <= 0:
+            self._consume(p)
+            return []
+        args = []
+        append = args.append
+        for _ in range(count):
+            if p >= n:
+                return self._wait(p - pos + 1)
+            if buf[p] != 36:  # '$'
+                raise ProtocolError(f"Protocol error: expected '$', got '{chr(buf[p])}'")
+            eol = buf.find(CRLF, p)
+            if eol < 0:
+                if n - p > 64 * 1024:
+                    raise ProtocolError("Protocol error: too big bulk count string")
+                return self._wait(n - pos + 1)
+            try:
+                ln = int(buf[p + 1:eol])
+            except ValueError:
+                raise ProtocolError("Protocol error: invalid bulk length") from None
+            if ln < 0 or ln > self.max_bulk_len:
+                raise ProtocolError("Protocol error: invalid bulk length")
+            start = eol + 2
+            end = start + ln
+            if end + 2 > n:
+                return self._wait(end + 2 - pos)
+            if buf[end] != 13 or buf[end + 1] != 10:
+                raise ProtocolError("Protocol error: bulk string not terminated by CRLF")
+            append(bytes(buf[start:end]))
+            p = end + 2
+        self._consume(p)
+        return args
+
+    def _wait(self, need: int) -> None:
+        self._need = need
+        return None
+
+    def _consume(self, p: int) -> None:
+        self._need = 0
+        if p >= len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        elif p > 65536:
+            del self._buf[:p]
+            self._pos = 0
+        else:
+            self._pos = p
+
+    def _inline(self) -> list[bytes] | None:
+        buf = self._buf
+        pos = self._pos
+        eol = buf.find(b"\n", pos)
+        if eol < 0:
+            if len(buf) - pos > self.max_inline_len:
+                raise ProtocolError("Protocol error: too big inline request")
+            return None
+        line = bytes(buf[pos:eol]).rstrip(b"\r")
+        self._consume(eol + 1)
+        try:
+            return split_inline(line)
+        except ValueError:
+            raise ProtocolError("Protocol error: unbalanced quotes in request") from None
+
+
+def split_inline(line: bytes) -> list[bytes]:
+    """Split an inline command the way redis-cli / Redis do: spaces, "double" and 'single'
+    quotes, backslash escapes inside double quotes."""
+    if b'"' not in line and b"'" not in line:
+        return line.split()
+    args: list[bytes] = []
+    i, n = 0, len(line)
+    while True:
+        while i < n and line[i] in b" \t":
+            i += 1
+        if i >= n:
+            return args
+        cur = bytearray()
+        quote = 0
+        while True:
+            if i >= n:
+                if quote:
+                    raise ValueError("unbalanced quotes")
+                break
+            c = line[i]
+            if quote == 34:  # inside "..."
+                if c == 92 and i + 1 < n:  # backslash
+                    nxt = line[i + 1]
+                    if nxt == 120 and i + 3 < n:  # \xHH
+                        try:
+                            cur.append(int(line[i + 2:i + 4], 16))
+                            i += 4
+                            continue
+                        except ValueError:
+                            pass
+                    cur.append({110: 10, 114: 13, 116: 9, 98: 8, 97: 7}.get(nxt, nxt))
+                    i += 2
+                    continue
+                if c == 34:
+                    if i + 1 < n and line[i + 1] not in b" \t":
+                        raise ValueError("closing quote must be followed by a space")
+                    i += 1
+                    break
+                cur.append(c)
+            elif quote == 39:  # inside '...'
+                if c == 92 and i + 1 < n and line[i + 1] == 39:
+                    cur.append(39)
+                    i += 2
+                    continue
+                if c == 39:
+                    if i + 1 < n and line[i + 1] not in b" \t":
+                        raise ValueError("closing quote must be followed by a space")
+                    i += 1
+                    break
+                cur.append(c)
+            else:
+                if c in b" \t":
+                    break
+                if c in (34, 39) and not cur:
+                    quote = c
+                    i += 1
+                    continue
+                cur.append(c)
+            i += 1
+        args.append(bytes(cur))
+
+
+# ---------------------------------------------------------------------------- encoding
+
+def _fmt_double(v: float) -> bytes:
+    if v != v:
+        return b"nan"
+    if v == float("inf"):
+        return b"inf"
+    if v == float("-inf"):
+        return b"-inf"
+    return format_float(v).encode()
+
+
+def format_float(v: float) -> str:
+    """Format a float as Redis does for INCRBYFLOAT / HINCRBYFLOAT (%.17Lg, trimmed)."""
+    if v == int(v) and abs(v) < 1e17:
+        return str(int(v))
+    s = repr(v)
+    if "e" in s or "E" in s:
+        s = "%.17g" % v
+        if "e" in s:
+            # Redis prints long doubles in plain notation
+            s = format(v, ".17f").rstrip("0").rstrip(".")
+    return s
+
+
+def encode(reply, proto: int = 2) -> bytes:
+    """Encode one reply. ``bytes`` -> bulk, ``int`` -> integer, ``None`` -> null,
+    ``list``/``tuple`` -> array, ``float`` -> double (RESP3) or bulk (RESP2), plus the reply
+    classes above. ``str`` is accepted as a bulk string (utf-8)."""
+    out: list[bytes] = []
+    _encode(reply, proto, out)
+    return b"".join(out)
+
+
+def _encode(r, proto: int, out: list) -> None:
+    t = type(r)
+    if t is bytes:
+        out.append(b"$%d\r\n%s\r\n" % (len(r), r))
+    elif t is Simple:
+        if r is OK:
+            out.append(_OK_BYTES)
+        else:
+            out.append(b"+" + r.text.encode() + CRLF)
+    elif t is int:
+        out.append(b":%d\r\n" % r)
+    elif r is None:
+        out.append(b"_\r\n" if proto == 3 else b"$-1\r\n")
+    elif t is list or t is tuple:
+        out.append(b"*%d\r\n" % len(r))
+        for x in r:
+            _encode(x, proto, out)
+    elif t is Error:
+        out.append(b"-" + r.text.replace("\r", " ").replace("\n", " ").encode() + CRLF)
+    elif t is bool:
+        if proto == 3:
+            out.append(b"#t\r\n" if r else b"#f\r\n")
+        else:
+            out.append(b":1\r\n" if r else b":0\r\n")
+    elif t is float:
+        s = _fmt_double(r)
+        if proto == 3:
+            out.append(b"," + s + CRLF)
+        else:
+            out.append(b"$%d\r\n%s\r\n" % (len(s), s))
+    elif t is str:
+        b = r.encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    elif t is bytearray:
+        _encode(bytes(r), proto, out)
+    elif t is Map:
+        if proto == 3:
+            out.append(b"%%%d\r\n" % len(r.items))
+        else:
+            out.append(b"*%d\r\n" % (2 * len(r.items)))
+        for k, v in r.items:
+            _encode(k, proto, out)
+            _encode(v, proto, out)
+    elif t is SetReply:
+        out.append((b"~%d\r\n" if proto == 3 else b"*%d\r\n") % len(r.items))
+        for x in r.items:
+            _encode(x, proto, out)
+    elif t is Verbatim:
+        b = r.text.encode()
+        if proto == 3:
+            out.append(b"=%d\r\ntxt:%s\r\n" % (len(b) + 4, b))
+        else:
+            out.append(b"$%d\r\n%s\r\n" % (len(b), b))
+    elif t is Raw:
+        out.append(r.data)
+    elif r is NULL_ARRAY:
+        out.append(b"_\r\n" if proto == 3 else b"*-1\r\n")
+    else:
+        raise TypeError(f"cannot encode reply of type {t.__name__}")
+
+
+def encode_command(*args) -> bytes:
+    """Encode a command as a RESP multibulk (client side)."""
+    parts = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, int):
+            a = str(a).encode()
+        elif isinstance(a, float):
+            a = repr(a).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(parts)
+
+
+class ReplyParser:
+    """Parses replies (RESP2 and RESP3) into Python values; errors become ``Error``.
+    Used by our client, the peer tests and the CLI. Sans-IO like RequestParser."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._pos = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_reply(self):
+        """Return ``(True, value)`` for a complete reply or ``(False, None)``."""
+        res = self._parse(self._pos)
+        if res is None:
+            return False, None
+        value, p = res
+        if p >= len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        else:
+            self._pos = p
+        return True, value
+
+    def _line(self, p: int):
+        eol = self._buf.find(CRLF, p)
+        if eol < 0:
+            return None
+        return bytes(self._buf[p + 1:eol]), eol + 2
+
+    def _parse(self, p: int):
+        buf = self._buf
+        if p >= len(buf):
+            return None
+        t = buf[p]
+        got = self._line(p)
+        if got is None:
+            return None
+        line, q = got
+        if t in (43,):  # +
+            return Simple(line.decode()), q
+        if t == 45:  # -
+            return Error(line.decode(errors="replace")), q
+        if t == 58:  # :
+            return int(line), q
+        if t in (36, 61):  # $ or =
+            ln = int(line)
+            if ln < 0:
+                return None, q
+            if len(buf) < q + ln + 2:
+                return None
+            data = bytes(buf[q:q + ln])
+            if t == 61:
+                data = data[4:]
+            return data, q + ln + 2
+        if t in (42, 126, 62):  # * ~ >
+            ln = int(line)
+            if ln < 0:
+                return None, q
+            items = []
+            for _ in range(ln):
+                r = self._parse(q)
+                if r is None:
+                    return None
+                items.append(r[0])
+                q = r[1]
+            return items, q
+        if t == 37:  # %
+            ln = int(line)
+            items = []
+            for _ in range(2 * ln):
+                r = self._parse(q)
+                if r is None:
+                    return None
+                items.append(r[0])
+                q = r[1]
+            return dict(zip(items[::2], items[1::2], strict=True)), q
+        if t == 95:  # _
+            return None, q
+        if t == 44:  # ,
+            return float(line), q
+        if t == 35:  # #
+            return line == b"t", q
+        if t == 40:  # ( big number
+            return int(line), q
+        raise ProtocolError(f"unknown reply type byte {chr(t)!r}")

@@ -1,0 +1,148 @@
+"""Node configuration: defaults, flags, a TOML file, and validation.
+
+Every setting has one name, used alike in the TOML file (``fsync = "always"``, dashes or
+underscores), on the command line (``--fsync always``), in ``CONFIG GET/SET`` and in the
+status output. An invalid config is refused with a message naming the bad field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+
+FSYNC_POLICIES = ("always", "everysec", "no")
+
+
+class ConfigError(Exception):
+    """A bad setting; the message names the field."""
+
+
+@dataclass
+class NodeConfig:
+    node_id: int = 1
+    host: str = "127.0.0.1"
+    port: int = 6390                 # RESP for clients
+    peer_port: int = 0               # peer protocol; 0 = port + 10000
+    http_port: int = 0               # status, metrics, dashboard; 0 = port + 20000
+    data_dir: str = "./replikv-data"
+    fsync: str = "everysec"          # always | everysec | no
+    segment_bytes: int = 64 * 1024 * 1024
+    snapshot_every_records: int = 500_000   # 0 = only on BGSAVE
+    log_retention_bytes: int = 256 * 1024 * 1024  # log kept after a snapshot, for followers
+    max_bulk_len: int = 512 * 1024 * 1024
+    max_multibulk_len: int = 1024 * 1024
+    max_inline_len: int = 64 * 1024
+    max_clients: int = 10_000
+    active_expire_hz: int = 10
+    log_level: str = "info"
+    cluster_name: str = "replikv"
+    extra: dict = field(default_factory=dict)
+
+    # settings CONFIG SET may change at run time
+    RUNTIME = ("fsync", "snapshot_every_records", "log_retention_bytes", "max_bulk_len",
+               "max_multibulk_len", "max_clients", "active_expire_hz", "log_level")
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def port_ok(name, v, zero_ok=False):
+            if not isinstance(v, int) or isinstance(v, bool) or not ((zero_ok and v == 0) or 1 <= v <= 65535):
+                raise ConfigError(f"{name}: must be a TCP port number (1-65535), got {v!r}")
+
+        port_ok("port", self.port)
+        port_ok("peer_port", self.peer_port, True)
+        port_ok("http_port", self.http_port, True)
+        if self.fsync not in FSYNC_POLICIES:
+            raise ConfigError(f"fsync: must be one of {', '.join(FSYNC_POLICIES)}, got {self.fsync!r}")
+        for name in ("segment_bytes", "max_bulk_len", "max_multibulk_len", "max_inline_len", "max_clients"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise ConfigError(f"{name}: must be a positive integer, got {v!r}")
+        for name in ("snapshot_every_records", "log_retention_bytes", "active_expire_hz"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"{name}: must be a non-negative integer, got {v!r}")
+        if not isinstance(self.node_id, int) or self.node_id < 1:
+            raise ConfigError(f"node_id: must be a positive integer, got {self.node_id!r}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level: must be debug, info, warning or error, got {self.log_level!r}")
+        if not self.data_dir:
+            raise ConfigError("data_dir: must not be empty")
+
+    @property
+    def effective_peer_port(self) -> int:
+        return self.peer_port or self.port + 10000
+
+    @property
+    def effective_http_port(self) -> int:
+        return self.http_port or self.port + 20000
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("extra", None)
+        return d
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(NodeConfig) if f.name != "extra"}
+
+
+def normalise_key(k: str) -> str:
+    return k.strip().lower().replace("-", "_")
+
+
+def coerce(name: str, value):
+    """Convert a string (flag, CONFIG SET) to the field's type, or raise ConfigError."""
+    f = FIELDS.get(name)
+    if f is None:
+        raise ConfigError(f"{name}: unknown setting")
+    typ = f.type if isinstance(f.type, type) else {"int": int, "str": str, "bool": bool}.get(str(f.type), str)
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{name}: must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        s = str(value).strip().lower()
+        mult = 1
+        for suffix, m in (("kb", 1024), ("mb", 1024**2), ("gb", 1024**3), ("k", 1000), ("m", 1000**2)):
+            if s.endswith(suffix):
+                s, mult = s[: -len(suffix)], m
+                break
+        try:
+            return int(s) * mult
+        except ValueError:
+            raise ConfigError(f"{name}: must be an integer, got {value!r}") from None
+    return str(value)
+
+
+def load(path: str | None = None, overrides: dict | None = None) -> NodeConfig:
+    """Build a config from a TOML file (optional) and overrides (flags); validate it."""
+    values: dict = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"config file {path}: not valid TOML ({e})") from None
+        node_section = raw.pop("node", {})
+        raw.update(node_section if isinstance(node_section, dict) else {})
+        for k, v in raw.items():
+            if isinstance(v, dict):
+                values.setdefault("extra", {})[k] = v
+                continue
+            name = normalise_key(k)
+            if name not in FIELDS:
+                raise ConfigError(f"{k}: unknown setting in {path}")
+            values[name] = coerce(name, v)
+    for k, v in (overrides or {}).items():
+        if v is None:
+            continue
+        name = normalise_key(k)
+        values[name] = coerce(name, v)
+    try:
+        return NodeConfig(**values)
+    except TypeError as e:
+        raise ConfigError(str(e)) from None

@@ -1,0 +1,147 @@
+"""One client connection: bytes in through the RESP parser, replies out in order.
+
+Owns: the per-connection state (protocol version, name, MULTI queue, WATCHed keys), the
+ordered reply queue, and flow control.
+Does not know: what commands do (the node dispatches them).
+
+Replies leave in request order. A reply may have to wait until the log position it depends
+on is durable (``needed``): a write's own position, or the position of a not-yet-durable
+write that a read observed. Such a reply, and every reply after it on this connection,
+waits in ``waiting`` until the node's visible position reaches it (see node.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+
+from ..core.resp import Error, ProtocolError, RequestParser, encode
+
+
+class WatchState:
+    __slots__ = ("dirty",)
+
+    def __init__(self) -> None:
+        self.dirty = False
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, node) -> None:
+        self.node = node
+        cfg = node.config
+        self.parser = RequestParser(cfg.max_bulk_len, cfg.max_multibulk_len, cfg.max_inline_len)
+        self.transport: asyncio.Transport | None = None
+        self.proto = 2
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.id = 0
+        self.addr = ""
+        self.laddr = ""
+        self.created = time.time()
+        self.last_cmd_time = self.created
+        self.last_cmd = "NULL"
+        self.out: list[bytes] = []
+        self.waiting: deque = deque()   # (needed_seq, reply bytes)
+        self.multi: list | None = None  # queued commands while in MULTI
+        self.multi_error = False
+        self.watch = WatchState()
+        self.watched: list[bytes] = []
+        self.closing = False
+        self.paused = False
+        self.ack_override = None        # per-connection acknowledgement mode (replication)
+        self.last_write_seq = 0
+
+    # ------------------------------------------------------------------ asyncio callbacks
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self.addr = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.laddr = f"{sock[0]}:{sock[1]}" if sock else "?"
+        self.node.client_connected(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closing = True
+        self.node.client_disconnected(self)
+
+    def data_received(self, data: bytes) -> None:
+        parser = self.parser
+        parser.feed(data)
+        execute = self.node.execute
+        try:
+            while not self.closing:
+                args = parser.next_command()
+                if args is None:
+                    break
+                if args:
+                    execute(self, args)
+        except ProtocolError as e:
+            self.reply_now(encode(Error("ERR " + str(e)), self.proto))
+            self.node.stats_protocol_errors += 1
+            self.node.log.info("client %s: %s; closing the connection", self.addr, e)
+            self.close_after_flush()
+        if self.out:
+            self.node.schedule_flush(self)
+
+    def pause_writing(self) -> None:
+        # the client reads slower than we answer: stop reading its requests
+        if self.transport is not None and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and self.paused:
+            self.paused = False
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------------ replies
+    def reply(self, data: bytes, needed: int = 0) -> None:
+        """Queue a reply; it leaves once the node's visible position reaches ``needed``."""
+        if self.waiting or needed > self.node.visible_seq:
+            self.waiting.append((needed, data))
+            self.node.waiters.add(self)
+        else:
+            self.out.append(data)
+
+    def reply_now(self, data: bytes) -> None:
+        if self.waiting:
+            self.waiting.append((0, data))
+        else:
+            self.out.append(data)
+
+    def release(self, visible: int) -> bool:
+        """Move replies whose position is now visible to the output; True when none wait."""
+        w = self.waiting
+        while w and w[0][0] <= visible:
+            self.out.append(w.popleft()[1])
+        if self.out:
+            self.node.schedule_flush(self)
+        return not w
+
+    def flush(self) -> None:
+        if self.out and self.transport is not None and not self.transport.is_closing():
+            out = self.out
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        elif self.out:
+            self.out.clear()
+        if self.closing and not self.waiting and self.transport is not None:
+            self.transport.close()
+
+    def close_after_flush(self) -> None:
+        self.closing = True
+        self.node.schedule_flush(self)
+
+    # ------------------------------------------------------------------ watch
+    def unwatch(self) -> None:
+        ks = self.node.storage.ks
+        for k in self.watched:
+            ws = ks.watchers.get(k)
+            if ws is not None:
+                ws.discard(self.watch)
+                if not ws:
+                    del ks.watchers[k]
+        self.watched.clear()
+        self.watch = WatchState()

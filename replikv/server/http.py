@@ -1,0 +1,35 @@
+"""HTTP for one node: /health, /status (JSON), /metrics (Prometheus text format).
+
+Runs on the node's own event loop (aiohttp); later issues add the admin API and the
+dashboard on the same server.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+async def start_http(node, host: str, port: int) -> web.AppRunner:
+    app = web.Application()
+    app["node"] = node
+
+    async def health(request):
+        return web.json_response({"ok": True, "node_id": node.config.node_id, "role": node.role})
+
+    async def status(request):
+        return web.json_response(node.status())
+
+    async def metrics(request):
+        return web.Response(body=node.metrics.render(),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    app.router.add_get("/health", health)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    for route in node.http_routes():
+        app.router.add_route(*route)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    return runner

@@ -1,0 +1,40 @@
+"""Process entry point for one node: event loop choice, startup errors, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..storage.log import CorruptLogError
+from .config import NodeConfig
+from .node import Node
+
+log = logging.getLogger("replikv.node")
+
+EXIT_CORRUPT = 2
+EXIT_STARTUP = 1
+
+
+def run_node(cfg: NodeConfig, use_uvloop: bool = True) -> int:
+    if use_uvloop:
+        try:
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            log.info("uvloop not installed; using the asyncio event loop")
+
+    async def main() -> int:
+        node = Node(cfg)
+        try:
+            await node.start()
+        except CorruptLogError as e:
+            log.critical("refusing to start: %s", e)
+            return EXIT_CORRUPT
+        except OSError as e:
+            log.critical("cannot start: %s", e)
+            return EXIT_STARTUP
+        await node.serve_forever()
+        return 0
+
+    return asyncio.run(main())

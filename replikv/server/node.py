@@ -1,0 +1,938 @@
+"""The asyncio node: sockets, files and timers around the sans-IO core.
+
+Owns: the node's lifecycle (recover, serve, drain, stop), command dispatch for client
+connections, the log writer (group commit under ``fsync always``), background snapshots,
+active expiry, and the watermark that decides when replies may leave (``visible_seq``).
+Does not know: command semantics (core/commands.py), the on-disk format (storage/).
+
+A write, step by step (see docs/architecture.md):
+1. ClientConnection.data_received feeds the RESP parser; each command reaches ``execute``.
+2. The command runs against the keyspace through a ``Ctx``; its effects are applied in
+   memory and framed into one log record at position ``seq`` (Storage.append).
+3. The reply is queued with ``needed = seq``.
+4. At the end of this loop iteration ``_flush`` hands the buffered records to the log
+   writer: under ``everysec``/``no`` an ``os.write`` in this thread (so a kill -9 loses
+   nothing already answered); under ``always`` the IO thread writes and fsyncs, and every
+   record that arrived meanwhile rides on the next fsync (group commit).
+5. When the records are durable as the policy demands, ``visible_seq`` advances and the
+   waiting replies leave, in order. A read that observed a key written at a position not
+   yet visible waits the same way, so no client ever sees a write that could still vanish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from .. import __version__
+from ..core import commands as C
+from ..core.keyspace import E_DEL, digest
+from ..core.resp import (
+    NULL_ARRAY,
+    OK,
+    PONG,
+    QUEUED,
+    Raw,
+    Error,
+    Map,
+    Simple,
+    Verbatim,
+    encode,
+)
+from ..storage.engine import Storage
+from .config import NodeConfig, coerce, normalise_key
+from .connection import ClientConnection
+from .metrics import NodeMetrics
+
+REDIS_COMPAT_VERSION = "7.2.4"
+log = logging.getLogger("replikv.node")
+
+_OK = b"+OK\r\n"
+
+
+class Clock:
+    """The node's only source of wall-clock time; fault injection can skew it."""
+
+    def __init__(self) -> None:
+        self.skew_ms = 0
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000) + self.skew_ms
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.log = log
+        self.clock = Clock()
+        self.storage = Storage(config.data_dir, config.segment_bytes, log=lambda m: log.info("%s", m))
+        self.metrics = NodeMetrics(self)
+        self.rng = random.Random()
+        self.role = "leader"
+        self.accepts_writes = True
+        self.visible_seq = 0
+        self.waiters: set[ClientConnection] = set()
+        self.clients: dict[int, ClientConnection] = {}
+        self._next_client_id = 1
+        self._dirty: list[ClientConnection] = []
+        self._flush_scheduled = False
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="replikv-io")
+        self._writer_busy = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._servers: list = []
+        self._tasks: list[asyncio.Task] = []
+        self._stopping: asyncio.Event | None = None
+        self.started_at = time.time()
+        self.snapshot_pid = 0
+        self.snapshot_in_progress = False
+        self.last_snapshot_ok = True
+        self.last_save_time = int(time.time())
+        self.stats_protocol_errors = 0
+        self.stats_commands = 0
+        self.stats_connections = 0
+        self.stats_rejected_connections = 0
+        self.stats_expired = 0
+        self.http = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        t = time.perf_counter()
+        self.storage.recover()
+        self.visible_seq = self.storage.last_seq
+        log.info("node %d recovered %d keys at seq %d (%d log records replayed) in %.3fs; history %s",
+                 self.config.node_id, len(self.storage.ks), self.storage.last_seq,
+                 self.storage.recovered_records, time.perf_counter() - t, self.storage.history_id)
+        cfg = self.config
+        srv = await self._loop.create_server(lambda: ClientConnection(self), cfg.host, cfg.port,
+                                             reuse_address=True, backlog=1024)
+        self._servers.append(srv)
+        from .http import start_http
+
+        self.http = await start_http(self, cfg.host, cfg.effective_http_port)
+        self._tasks.append(asyncio.create_task(self._cron(), name="cron"))
+        if cfg.fsync == "everysec":
+            self._tasks.append(asyncio.create_task(self._everysec(), name="everysec"))
+        log.info("node %d serving RESP on %s:%d, HTTP on %s:%d, fsync=%s, data in %s",
+                 cfg.node_id, cfg.host, cfg.port, cfg.host, cfg.effective_http_port, cfg.fsync,
+                 os.path.abspath(cfg.data_dir))
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._stopping.set)
+            except (NotImplementedError, RuntimeError):
+                pass
+        await self._stopping.wait()
+        await self.stop()
+
+    async def stop(self, drain_timeout: float = 5.0) -> None:
+        log.info("node %d shutting down", self.config.node_id)
+        for s in self._servers:
+            s.close()
+        # drain: let waiting writes become durable, then close
+        self._flush()
+        deadline = time.monotonic() + drain_timeout
+        while (self._writer_busy or self.storage._buf) and time.monotonic() < deadline:
+            self._flush()
+            await asyncio.sleep(0.01)
+        for c in list(self.clients.values()):
+            c.flush()
+            if c.transport is not None:
+                c.transport.close()
+        for t in self._tasks:
+            t.cancel()
+        if self.http is not None:
+            await self.http.cleanup()
+        await self._loop.run_in_executor(self._io, self.storage.close)
+        self._io.shutdown(wait=True)
+        log.info("node %d stopped at seq %d", self.config.node_id, self.storage.last_seq)
+
+    # ------------------------------------------------------------------ clients
+    def client_connected(self, c: ClientConnection) -> None:
+        if len(self.clients) >= self.config.max_clients:
+            self.stats_rejected_connections += 1
+            c.transport.write(b"-ERR max number of clients reached\r\n")
+            c.transport.close()
+            return
+        c.id = self._next_client_id
+        self._next_client_id += 1
+        self.clients[c.id] = c
+        self.stats_connections += 1
+
+    def client_disconnected(self, c: ClientConnection) -> None:
+        self.clients.pop(c.id, None)
+        self.waiters.discard(c)
+        c.unwatch()
+
+    def schedule_flush(self, c: ClientConnection) -> None:
+        self._dirty.append(c)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """End of a loop iteration: write the log, then the replies (Redis's beforeSleep)."""
+        self._flush_scheduled = False
+        st = self.storage
+        if st._buf:
+            if self.config.fsync == "always":
+                self._kick_writer()
+            else:
+                pending = st.take_buffer()
+                st.write_out(*pending, sync=False)
+                self._advance_visible()
+        dirty = self._dirty
+        if dirty:
+            self._dirty = []
+            for c in dirty:
+                c.flush()
+
+    # ------------------------------------------------------------------ log writer
+    def _kick_writer(self) -> None:
+        if self._writer_busy:
+            return
+        pending = self.storage.take_buffer()
+        if pending is None:
+            return
+        self._writer_busy = True
+        fut = self._loop.run_in_executor(self._io, self.storage.write_out, *pending, True)
+        fut.add_done_callback(self._writer_done)
+
+    def _writer_done(self, fut) -> None:
+        self._writer_busy = False
+        exc = fut.exception()
+        if exc is not None:
+            self._fatal_io(exc)
+            return
+        self.metrics.fsync_seconds.observe(fut.result())
+        self._advance_visible()
+        if self.storage._buf:
+            self._kick_writer()
+
+    def _fatal_io(self, exc: BaseException) -> None:
+        # a failed write or fsync leaves the log in an unknown state (the fsyncgate lesson):
+        # never acknowledge anything more; stop, and let recovery decide from what is on disk.
+        log.critical("log write/fsync failed: %r; stopping the node without acknowledging more writes", exc)
+        self.accepts_writes = False
+        os._exit(3)
+
+    async def _everysec(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            st = self.storage
+            if st.written_seq > st.synced_seq:
+                try:
+                    secs = await self._loop.run_in_executor(self._io, st.sync)
+                except OSError as e:
+                    self._fatal_io(e)
+                    return
+                self.metrics.fsync_seconds.observe(secs)
+
+    def durable_seq(self) -> int:
+        """The highest position whose durability meets the local fsync policy."""
+        st = self.storage
+        if self.config.fsync == "always":
+            return st.synced_seq
+        return st.written_seq
+
+    def _advance_visible(self) -> None:
+        v = self.durable_seq()
+        if v <= self.visible_seq:
+            return
+        self.visible_seq = v
+        ks = self.storage.ks
+        if ks.deleted_pos and v >= self.storage.last_seq:
+            ks.deleted_pos.clear()
+        if self.waiters:
+            done = [c for c in self.waiters if c.release(v)]
+            for c in done:
+                self.waiters.discard(c)
+
+    # ------------------------------------------------------------------ dispatch
+    def execute(self, conn: ClientConnection, args: list[bytes]) -> None:
+        name = args[0].upper()
+        self.stats_commands += 1
+        conn.last_cmd_time = time.time()
+        cmd = C.COMMANDS.get(name)
+        if cmd is None and name in C.SUBCOMMAND_PARENTS and len(args) > 1:
+            cmd = C.COMMANDS.get(name + b"|" + args[1].upper())
+        if conn.multi is not None and name not in _TX_CONTROL:
+            self._queue_multi(conn, name, cmd, args)
+            return
+        if cmd is None:
+            handler = _CONN_COMMANDS.get(name)
+            if handler is None:
+                self.metrics.count(name, error=True)
+                conn.reply_now(encode(Error(_unknown(args)), conn.proto))
+                return
+            self.metrics.count(name)
+            try:
+                handler(self, conn, args)
+            except C.CommandError as e:
+                conn.reply_now(encode(Error(e.text), conn.proto))
+            return
+        self.metrics.count(name)
+        n = len(args)
+        if n != cmd.arity if cmd.arity >= 0 else n < -cmd.arity:
+            conn.reply_now(encode(Error(C.arity_error(cmd.name)), conn.proto))
+            return
+        if cmd.is_write and not self.accepts_writes:
+            conn.reply_now(encode(Error(self.write_refusal()), conn.proto))
+            return
+        self._run(conn, [(cmd, args)], single=True)
+
+    def write_refusal(self) -> str:
+        return "READONLY You can't write against a read only replica."
+
+    def _run(self, conn: ClientConnection, batch: list, single: bool) -> None:
+        st = self.storage
+        ks = st.ks
+        now = self.clock.now_ms()
+        ctx = C.Ctx(ks, now, st.last_seq + 1, self.rng, self.accepts_writes, self.config.max_bulk_len)
+        replies = []
+        wrote = False
+        for cmd, args in batch:
+            try:
+                r = cmd.fn(ctx, args)
+            except C.CommandError as e:
+                r = Error(e.text)
+            replies.append(r)
+            if cmd.is_write:
+                wrote = True
+        needed = 0
+        if ctx.effects:
+            seq = st.append(ctx.effects, now)
+            if wrote:
+                needed = seq
+                conn.last_write_seq = seq
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        if self.visible_seq < st.last_seq:
+            # something is not yet durable: a reply that reveals it must wait for it
+            for cmd, args in batch:
+                keys = cmd.keys(args)
+                if keys:
+                    for k in keys:
+                        p = ks.key_pos(k)
+                        if p > needed:
+                            needed = p
+                elif not cmd.is_write or cmd.first_key == 0:
+                    needed = max(needed, st.last_seq)
+        proto = conn.proto
+        data = encode(replies[0] if single else replies, proto)
+        conn.reply(data, needed)
+
+    # ------------------------------------------------------------------ MULTI
+    def _queue_multi(self, conn, name, cmd, args) -> None:
+        if cmd is None:
+            if name in _CONN_COMMANDS and name not in _NOT_IN_MULTI:
+                conn.multi.append((None, args))
+                conn.reply_now(encode(QUEUED, conn.proto))
+                return
+            conn.multi_error = True
+            msg = _unknown(args) if name not in _CONN_COMMANDS else f"ERR Command not allowed inside a transaction"
+            conn.reply_now(encode(Error(msg), conn.proto))
+            return
+        n = len(args)
+        if n != cmd.arity if cmd.arity >= 0 else n < -cmd.arity:
+            conn.multi_error = True
+            conn.reply_now(encode(Error(C.arity_error(cmd.name)), conn.proto))
+            return
+        if cmd.is_write and not self.accepts_writes:
+            conn.multi_error = True
+            conn.reply_now(encode(Error(self.write_refusal()), conn.proto))
+            return
+        conn.multi.append((cmd, args))
+        conn.reply_now(encode(QUEUED, conn.proto))
+
+    def exec_multi(self, conn: ClientConnection) -> None:
+        queued = conn.multi
+        conn.multi = None
+        if conn.multi_error:
+            conn.multi_error = False
+            conn.unwatch()
+            conn.reply_now(encode(Error("EXECABORT Transaction discarded because of previous errors."), conn.proto))
+            return
+        dirty = conn.watch.dirty
+        if not dirty and conn.watched:
+            now = self.clock.now_ms()
+            dirty = any(self.storage.ks.is_expired(k, now) for k in conn.watched)
+        conn.unwatch()
+        if dirty:
+            conn.reply_now(encode(NULL_ARRAY, conn.proto))
+            return
+        if any(cmd is None for cmd, _ in queued):
+            # connection-level commands inside MULTI (PING, ECHO, ...): run them in order
+            batch = [(cmd if cmd is not None else _ConnCmd(self, conn), args) for cmd, args in queued]
+        else:
+            batch = queued
+        self._run(conn, batch, single=False)
+
+    # ------------------------------------------------------------------ cron
+    async def _cron(self) -> None:
+        hz = max(self.config.active_expire_hz, 1)
+        while True:
+            await asyncio.sleep(1.0 / hz)
+            try:
+                self._active_expire()
+                self._maybe_snapshot()
+            except Exception:  # a cron failure must not kill the node
+                log.exception("cron step failed")
+
+    def _active_expire(self) -> None:
+        if not self.accepts_writes or not self.config.active_expire_hz:
+            return
+        st = self.storage
+        for _ in range(10):
+            now = self.clock.now_ms()
+            keys = st.ks.expired_keys(now, 20)
+            if not keys:
+                return
+            ctx = C.Ctx(st.ks, now, st.last_seq + 1, self.rng, True)
+            for k in keys:
+                ctx.emit((E_DEL, k))
+            st.append(ctx.effects, now)
+            self.stats_expired += len(keys)
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+            if len(keys) < 20:
+                return
+
+    def _maybe_snapshot(self) -> None:
+        every = self.config.snapshot_every_records
+        if every and not self.snapshot_in_progress and self.storage.records_since_snapshot >= every:
+            self.start_snapshot()
+
+    def start_snapshot(self) -> bool:
+        if self.snapshot_in_progress:
+            return False
+        st = self.storage
+        self.snapshot_in_progress = True
+        pid, seq, pending = st.fork_snapshot()
+        self.snapshot_pid = pid
+        log.info("background snapshot at seq %d started by child %d", seq, pid)
+        if pending is not None:
+            if self.config.fsync == "always":
+                # the writer thread runs jobs in order: these records go before the roll
+                self._writer_busy = True
+                fut = self._loop.run_in_executor(self._io, st.write_out, *pending, True)
+                fut.add_done_callback(self._writer_done)
+            else:
+                st.write_out(*pending, sync=False)
+        self._loop.run_in_executor(self._io, st.log.roll, seq + 1)
+        asyncio.ensure_future(self._wait_snapshot(pid, seq))
+        return True
+
+    async def _wait_snapshot(self, pid: int, seq: int) -> None:
+        t = time.perf_counter()
+        _, status = await self._loop.run_in_executor(None, os.waitpid, pid, 0)
+        ok = os.waitstatus_to_exitcode(status) == 0
+        self.snapshot_in_progress = False
+        self.snapshot_pid = 0
+        self.last_snapshot_ok = ok
+        if not ok:
+            log.error("background snapshot at seq %d failed (child exit status %s)", seq, status)
+            return
+        removed = await self._loop.run_in_executor(self._io, self.storage.finish_snapshot, seq,
+                                                   self.config.log_retention_bytes)
+        self.last_save_time = int(time.time())
+        self.metrics.snapshots.inc()
+        log.info("snapshot at seq %d written in %.3fs; %d old log segment(s) removed",
+                 seq, time.perf_counter() - t, removed)
+
+    # ------------------------------------------------------------------ replication hooks
+    def role_reply(self) -> list:
+        return [b"master", self.storage.last_seq, []]
+
+    def cmd_wait(self, conn: ClientConnection, args: list[bytes]) -> None:
+        # standalone: no replicas, so WAIT answers 0 at once (as Redis does without replicas)
+        conn.reply_now(encode(0, conn.proto))
+
+    def extra_metrics(self) -> list:
+        """Metric families added by the replication layer."""
+        return []
+
+    def http_routes(self) -> list:
+        """(method, path, handler) routes added by the replication layer."""
+        return []
+
+    def config_changed(self, old: dict) -> None:
+        if "log_level" in old:
+            logging.getLogger("replikv").setLevel(self.config.log_level.upper())
+        if "fsync" in old and old["fsync"] != self.config.fsync:
+            log.info("fsync policy changed from %s to %s", old["fsync"], self.config.fsync)
+            if self.config.fsync == "everysec":
+                self._tasks.append(asyncio.create_task(self._everysec(), name="everysec"))
+            self._flush()
+
+    # ------------------------------------------------------------------ status
+    def digest(self) -> str:
+        return digest(self.storage.ks, self.clock.now_ms())
+
+    def status(self) -> dict:
+        st = self.storage
+        cfg = self.config
+        return {
+            "node_id": cfg.node_id,
+            "version": __version__,
+            "role": self.role,
+            "address": f"{cfg.host}:{cfg.port}",
+            "http": f"{cfg.host}:{cfg.effective_http_port}",
+            "peer": f"{cfg.host}:{cfg.effective_peer_port}",
+            "pid": os.getpid(),
+            "history_id": st.history_id,
+            "epoch": st.epoch,
+            "last_seq": st.last_seq,
+            "written_seq": st.written_seq,
+            "synced_seq": st.synced_seq,
+            "visible_seq": self.visible_seq,
+            "position": f"{st.history_id}:{st.last_seq}",
+            "keys": len(st.ks),
+            "fsync": cfg.fsync,
+            "clients": len(self.clients),
+            "snapshot_seq": st.snapshot_seq,
+            "snapshot_in_progress": self.snapshot_in_progress,
+            "log_bytes": st.log.total_bytes(),
+            "log_first_seq": st.log.first_seq,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "truncation": st.truncation_note or None,
+            "data_dir": os.path.abspath(cfg.data_dir),
+        }
+
+    def info(self, section: str | None) -> str:
+        st = self.storage
+        cfg = self.config
+        now = time.time()
+        sections: dict[str, list[tuple[str, object]]] = {}
+        sections["server"] = [
+            ("redis_version", REDIS_COMPAT_VERSION), ("replikv_version", __version__),
+            ("redis_mode", "standalone"), ("os", os.uname().sysname + " " + os.uname().release),
+            ("arch_bits", 64), ("multiplexing_api", "asyncio"), ("process_id", os.getpid()),
+            ("run_id", st.history_id), ("tcp_port", cfg.port),
+            ("uptime_in_seconds", int(now - self.started_at)),
+            ("uptime_in_days", int((now - self.started_at) // 86400)), ("hz", cfg.active_expire_hz),
+            ("executable", "replikv"), ("config_file", ""), ("node_id", cfg.node_id),
+        ]
+        blocked = sum(1 for c in self.clients.values() if c.waiting)
+        sections["clients"] = [
+            ("connected_clients", len(self.clients)), ("maxclients", cfg.max_clients),
+            ("blocked_clients", 0), ("clients_waiting_for_durability", blocked),
+        ]
+        try:
+            import resource
+
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        except Exception:
+            rss = 0
+        sections["memory"] = [
+            ("used_memory", rss), ("used_memory_human", f"{rss / 1048576:.2f}M"),
+            ("used_memory_rss", rss), ("maxmemory", 0), ("maxmemory_policy", "noeviction"),
+        ]
+        sections["persistence"] = [
+            ("loading", 0), ("rdb_bgsave_in_progress", int(self.snapshot_in_progress)),
+            ("rdb_last_save_time", self.last_save_time),
+            ("rdb_last_bgsave_status", "ok" if self.last_snapshot_ok else "err"),
+            ("rdb_changes_since_last_save", st.records_since_snapshot),
+            ("aof_enabled", 1), ("aof_rewrite_in_progress", 0),
+            ("aof_last_write_status", "ok"), ("appendfsync", cfg.fsync),
+            ("log_last_seq", st.last_seq), ("log_written_seq", st.written_seq),
+            ("log_synced_seq", st.synced_seq), ("log_bytes", st.log.total_bytes()),
+            ("snapshot_seq", st.snapshot_seq),
+        ]
+        sections["stats"] = [
+            ("total_connections_received", self.stats_connections),
+            ("total_commands_processed", self.stats_commands),
+            ("rejected_connections", self.stats_rejected_connections),
+            ("expired_keys", self.stats_expired), ("total_error_replies", self.metrics.error_total()),
+            ("protocol_errors", self.stats_protocol_errors),
+        ]
+        sections["replication"] = self.replication_info()
+        live = sum(1 for e in st.ks.data.values() if e.expire_at)
+        sections["keyspace"] = [("db0", f"keys={len(st.ks)},expires={live},avg_ttl=0")] if len(st.ks) else []
+        wanted = (section or "default").lower()
+        if wanted in ("all", "everything", "default"):
+            names = list(sections)
+        else:
+            names = [s for s in wanted.split() if s in sections]
+        out = []
+        for name in names:
+            out.append(f"# {name.capitalize()}")
+            for k, v in sections[name]:
+                out.append(f"{k}:{v}")
+            out.append("")
+        return "\r\n".join(out)
+
+    def replication_info(self) -> list:
+        st = self.storage
+        return [("role", "master" if self.role == "leader" else "slave"), ("connected_slaves", 0),
+                ("master_replid", st.history_id), ("master_repl_offset", st.last_seq),
+                ("replikv_role", self.role)]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _unknown(args: list[bytes]) -> str:
+    name = args[0].decode("utf-8", "replace")
+    rest = " ".join(f"'{a.decode('utf-8', 'replace')[:128]}'" for a in args[1:])
+    return f"ERR unknown command '{name[:128]}', with args beginning with: {rest}" + (" " if rest else "")
+
+
+class _ConnCmd:
+    """Adapter that runs a connection-level command inside EXEC and captures its reply."""
+
+    is_write = False
+    first_key = 0
+
+    def __init__(self, node, conn) -> None:
+        self.node = node
+        self.conn = conn
+
+    def keys(self, args):
+        return []
+
+    def fn(self, ctx, args):
+        captured = []
+        c = self.conn
+        saved_out, saved_wait = c.out, c.waiting
+        c.out = captured
+        from collections import deque
+
+        c.waiting = deque()
+        try:
+            _CONN_COMMANDS[args[0].upper()](self.node, c, args)
+        finally:
+            c.out, c.waiting = saved_out, saved_wait
+        return Raw(b"".join(captured))
+
+
+
+
+# ---------------------------------------------------------------------------- connection commands
+
+def _reply(conn, r) -> None:
+    conn.reply_now(encode(r, conn.proto))
+
+
+def cmd_ping(node, conn, args):
+    if len(args) > 2:
+        raise C.CommandError(C.arity_error("ping"))
+    _reply(conn, PONG if len(args) == 1 else args[1])
+
+
+def cmd_echo(node, conn, args):
+    if len(args) != 2:
+        raise C.CommandError(C.arity_error("echo"))
+    _reply(conn, args[1])
+
+
+def cmd_hello(node, conn, args):
+    proto = conn.proto
+    i = 1
+    if len(args) > 1:
+        try:
+            proto = int(args[1])
+        except ValueError:
+            raise C.CommandError("ERR Protocol version is not an integer or out of range") from None
+        if proto not in (2, 3):
+            raise C.CommandError("NOPROTO unsupported protocol version")
+        i = 2
+    while i < len(args):
+        opt = args[i].upper()
+        if opt == b"AUTH" and i + 2 < len(args):
+            i += 3
+        elif opt == b"SETNAME" and i + 1 < len(args):
+            conn.name = args[i + 1]
+            i += 2
+        else:
+            raise C.CommandError(f"ERR Syntax error in HELLO option '{args[i].decode('utf-8', 'replace')}'")
+    conn.proto = proto
+    _reply(conn, Map([
+        ("server", "redis"), ("version", REDIS_COMPAT_VERSION), ("proto", proto), ("id", conn.id),
+        ("mode", "standalone"), ("role", "master" if node.role == "leader" else "replica"),
+        ("modules", []),
+    ]))
+
+
+def cmd_select(node, conn, args):
+    if len(args) != 2:
+        raise C.CommandError(C.arity_error("select"))
+    try:
+        db = int(args[1])
+    except ValueError:
+        raise C.CommandError("ERR value is not an integer or out of range") from None
+    if db != 0:
+        raise C.CommandError("ERR DB index is out of range")
+    _reply(conn, OK)
+
+
+def cmd_quit(node, conn, args):
+    _reply(conn, OK)
+    conn.close_after_flush()
+
+
+def cmd_reset(node, conn, args):
+    conn.multi = None
+    conn.multi_error = False
+    conn.unwatch()
+    conn.proto = 2
+    conn.name = b""
+    _reply(conn, Simple("RESET"))
+
+
+def cmd_multi(node, conn, args):
+    if len(args) != 1:
+        raise C.CommandError(C.arity_error("multi"))
+    if conn.multi is not None:
+        raise C.CommandError("ERR MULTI calls can not be nested")
+    conn.multi = []
+    conn.multi_error = False
+    _reply(conn, OK)
+
+
+def cmd_exec(node, conn, args):
+    if len(args) != 1:
+        raise C.CommandError(C.arity_error("exec"))
+    if conn.multi is None:
+        raise C.CommandError("ERR EXEC without MULTI")
+    node.exec_multi(conn)
+
+
+def cmd_discard(node, conn, args):
+    if len(args) != 1:
+        raise C.CommandError(C.arity_error("discard"))
+    if conn.multi is None:
+        raise C.CommandError("ERR DISCARD without MULTI")
+    conn.multi = None
+    conn.multi_error = False
+    conn.unwatch()
+    _reply(conn, OK)
+
+
+def cmd_watch(node, conn, args):
+    if len(args) < 2:
+        raise C.CommandError(C.arity_error("watch"))
+    if conn.multi is not None:
+        raise C.CommandError("ERR WATCH inside MULTI is not allowed")
+    ks = node.storage.ks
+    for k in args[1:]:
+        if k in conn.watched:
+            continue
+        conn.watched.append(k)
+        ks.watchers.setdefault(k, set()).add(conn.watch)
+    _reply(conn, OK)
+
+
+def cmd_unwatch(node, conn, args):
+    if len(args) != 1:
+        raise C.CommandError(C.arity_error("unwatch"))
+    conn.unwatch()
+    _reply(conn, OK)
+
+
+def cmd_info(node, conn, args):
+    section = " ".join(a.decode("utf-8", "replace") for a in args[1:]) or None
+    _reply(conn, Verbatim(node.info(section)))
+
+
+def cmd_dbsize_conn(node, conn, args):  # pragma: no cover - DBSIZE is a data command
+    raise C.CommandError("ERR internal")
+
+
+def cmd_time(node, conn, args):
+    ms = node.clock.now_ms()
+    _reply(conn, [b"%d" % (ms // 1000), b"%d" % ((ms % 1000) * 1000)])
+
+
+def cmd_lastsave(node, conn, args):
+    _reply(conn, node.last_save_time)
+
+
+def cmd_bgsave(node, conn, args):
+    if node.start_snapshot():
+        _reply(conn, Simple("Background saving started"))
+    else:
+        raise C.CommandError("ERR Background save already in progress")
+
+
+def cmd_save(node, conn, args):
+    # SAVE would block every client; replikv's snapshot is always a background fork
+    if node.start_snapshot():
+        _reply(conn, OK)
+    else:
+        raise C.CommandError("ERR Background save already in progress")
+
+
+def cmd_wait(node, conn, args):
+    if len(args) != 3:
+        raise C.CommandError(C.arity_error("wait"))
+    C.parse_int(args[1])
+    t = C.parse_int(args[2])
+    if t < 0:
+        raise C.CommandError("ERR timeout is negative")
+    node.cmd_wait(conn, args)
+
+
+def cmd_debug(node, conn, args):
+    if len(args) >= 2 and args[1].upper() == b"DIGEST":
+        _reply(conn, node.digest().encode())
+    elif len(args) >= 2 and args[1].upper() == b"SLEEP" and len(args) == 3:
+        time.sleep(min(float(args[2]), 10.0))
+        _reply(conn, OK)
+    else:
+        raise C.CommandError("ERR DEBUG subcommand not supported (try DEBUG DIGEST)")
+
+
+def cmd_digest(node, conn, args):
+    _reply(conn, node.digest().encode())
+
+
+def cmd_client(node, conn, args):
+    if len(args) < 2:
+        raise C.CommandError(C.arity_error("client"))
+    sub = args[1].upper()
+    if sub == b"SETNAME" and len(args) == 3:
+        if any(c <= 32 or c > 126 for c in args[2]):
+            raise C.CommandError("ERR Client names cannot contain spaces, newlines or special characters.")
+        conn.name = args[2]
+        _reply(conn, OK)
+    elif sub == b"GETNAME" and len(args) == 2:
+        _reply(conn, conn.name or None)
+    elif sub == b"ID" and len(args) == 2:
+        _reply(conn, conn.id)
+    elif sub == b"SETINFO" and len(args) == 4:
+        attr = args[2].upper()
+        if attr == b"LIB-NAME":
+            conn.lib_name = args[3]
+        elif attr == b"LIB-VER":
+            conn.lib_ver = args[3]
+        else:
+            raise C.CommandError(f"ERR Unrecognized option '{args[2].decode('utf-8', 'replace')}'")
+        _reply(conn, OK)
+    elif sub in (b"LIST", b"INFO"):
+        clients = [conn] if sub == b"INFO" else list(node.clients.values())
+        now = time.time()
+        lines = []
+        for c in clients:
+            lines.append(
+                f"id={c.id} addr={c.addr} laddr={c.laddr} fd=-1 name={c.name.decode('utf-8', 'replace')} "
+                f"age={int(now - c.created)} idle={int(now - c.last_cmd_time)} flags=N db=0 sub=0 psub=0 "
+                f"ssub=0 multi={-1 if c.multi is None else len(c.multi)} watch={len(c.watched)} "
+                f"qbuf={c.parser.buffered()} omem=0 events=r cmd=client|{sub.decode().lower()} user=default "
+                f"lib-name={c.lib_name.decode('utf-8', 'replace')} lib-ver={c.lib_ver.decode('utf-8', 'replace')} "
+                f"resp={c.proto}")
+        _reply(conn, ("\n".join(lines) + "\n").encode())
+    elif sub == b"KILL":
+        # CLIENT KILL ID n | CLIENT KILL addr
+        target = None
+        if len(args) == 3:
+            target = next((c for c in node.clients.values() if c.addr == args[2].decode()), None)
+            if target is None:
+                raise C.CommandError("ERR No such client")
+            target.close_after_flush()
+            _reply(conn, OK)
+            return
+        if len(args) == 4 and args[2].upper() == b"ID":
+            target = node.clients.get(C.parse_int(args[3]))
+        n = 0
+        if target is not None:
+            target.close_after_flush()
+            n = 1
+        _reply(conn, n)
+    elif sub == b"NO-EVICT" or sub == b"NO-TOUCH":
+        _reply(conn, OK)
+    else:
+        raise C.CommandError(
+            f"ERR unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CLIENT HELP.")
+
+
+def cmd_config(node, conn, args):
+    if len(args) < 2:
+        raise C.CommandError(C.arity_error("config"))
+    sub = args[1].upper()
+    cfg = node.config
+    if sub == b"GET":
+        if len(args) < 3:
+            raise C.CommandError(C.arity_error("config|get"))
+        values = _config_view(node)
+        items = []
+        seen = set()
+        for pat in args[2:]:
+            rx = C.glob_to_regex(pat.lower())
+            for k, v in values.items():
+                if k not in seen and rx.match(k.encode()):
+                    seen.add(k)
+                    items.append((k.encode(), str(v).encode()))
+        _reply(conn, Map(items))
+    elif sub == b"SET":
+        if len(args) < 4 or len(args) % 2 != 0:
+            raise C.CommandError(C.arity_error("config|set"))
+        changes = {}
+        for i in range(2, len(args), 2):
+            raw = args[i].decode("utf-8", "replace")
+            name = normalise_key(raw)
+            if name == "appendfsync":
+                name = "fsync"
+            if name not in cfg.RUNTIME:
+                raise C.CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - '{raw}'")
+            try:
+                changes[name] = coerce(name, args[i + 1].decode("utf-8", "replace"))
+            except Exception as e:
+                raise C.CommandError(f"ERR CONFIG SET failed (possibly related to argument '{raw}') - {e}") from None
+        old = {k: getattr(cfg, k) for k in changes}
+        for k, v in changes.items():
+            setattr(cfg, k, v)
+        try:
+            cfg.validate()
+        except Exception as e:
+            for k, v in old.items():
+                setattr(cfg, k, v)
+            raise C.CommandError(f"ERR CONFIG SET failed - {e}") from None
+        node.config_changed(old)
+        _reply(conn, OK)
+    elif sub == b"RESETSTAT":
+        node.stats_commands = 0
+        _reply(conn, OK)
+    elif sub == b"REWRITE":
+        raise C.CommandError("ERR The server is running without a config file")
+    else:
+        raise C.CommandError(f"ERR unknown subcommand '{args[1].decode('utf-8', 'replace')}'. Try CONFIG HELP.")
+
+
+def _config_view(node) -> dict:
+    cfg = node.config
+    v = {k.replace("_", "-"): val for k, val in cfg.to_dict().items()}
+    v.update({"appendonly": "yes", "appendfsync": cfg.fsync, "save": "", "databases": 1,
+              "maxmemory": 0, "port": cfg.port, "bind": cfg.host, "dir": os.path.abspath(cfg.data_dir)})
+    return v
+
+
+def cmd_command(node, conn, args):
+    from .commandinfo import command_reply
+
+    _reply(conn, command_reply(args))
+
+
+def cmd_role(node, conn, args):
+    _reply(conn, node.role_reply())
+
+
+_CONN_COMMANDS = {
+    b"PING": cmd_ping, b"ECHO": cmd_echo, b"HELLO": cmd_hello, b"SELECT": cmd_select,
+    b"QUIT": cmd_quit, b"RESET": cmd_reset, b"MULTI": cmd_multi, b"EXEC": cmd_exec,
+    b"DISCARD": cmd_discard, b"WATCH": cmd_watch, b"UNWATCH": cmd_unwatch, b"INFO": cmd_info,
+    b"TIME": cmd_time, b"LASTSAVE": cmd_lastsave, b"BGSAVE": cmd_bgsave, b"SAVE": cmd_save,
+    b"WAIT": cmd_wait, b"DEBUG": cmd_debug, b"CLIENT": cmd_client, b"CONFIG": cmd_config,
+    b"COMMAND": cmd_command, b"ROLE": cmd_role, b"DIGEST": cmd_digest,
+}
+_TX_CONTROL = {b"EXEC", b"DISCARD", b"MULTI", b"WATCH", b"QUIT", b"RESET"}
+_NOT_IN_MULTI = {b"SUBSCRIBE", b"WAIT", b"SAVE", b"BGSAVE", b"HELLO"}

@@ -1,0 +1,345 @@
+"""The append-only, segmented, checksummed record log (the binary log, and the relay log).
+
+Owns: the on-disk format of log records and segment files, appending, reading back,
+validation at open, truncation of a torn tail, removal of old segments.
+Does not know: what effects mean, the keyspace, sockets, asyncio. The caller decides when
+to ``write_out`` (hand bytes to the OS) and when to ``sync`` (fsync); both are blocking
+calls the asyncio shell runs on its IO thread.
+
+Format. A segment file ``<first_seq:020d>.log`` starts with an 8-byte magic that includes
+the storage format version. Then frames: ``u32 length | u32 crc32(payload) | payload``,
+payload = msgpack ``[seq, epoch, ts_ms, effects]``. ``seq`` is the record's log position:
+consecutive, starting at 1, never reused within a history (see storage/engine.py).
+
+Checked twice: the crc is computed before the write and verified after every read.
+
+Tricky cases (recovery, ``open``):
+- A frame cut short or failing its crc at the very end of the *last* segment is a torn
+  tail (a crash in the middle of a write). It is truncated and reported, never applied.
+- A bad frame followed by valid frames, or a bad frame in any earlier segment, is not a
+  crash artefact but corruption: ``CorruptLogError`` stops the node with the file and
+  offset, rather than serve data with a hole in it.
+- Sequence numbers must be consecutive across frames and segments; a gap is corruption.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import msgpack
+
+FORMAT_VERSION = 1
+MAGIC = b"RKVLOG" + bytes([0, FORMAT_VERSION])
+FRAME = struct.Struct("<II")
+MAX_RECORD_BYTES = 1 << 30
+
+
+class CorruptLogError(Exception):
+    """The log is damaged somewhere other than its tail; the node must not start on it."""
+
+
+@dataclass(slots=True)
+class Record:
+    seq: int
+    epoch: int
+    ts_ms: int
+    effects: list
+
+    def to_payload(self) -> bytes:
+        return msgpack.packb([self.seq, self.epoch, self.ts_ms, self.effects], use_bin_type=True)
+
+
+def encode_frame(payload: bytes) -> bytes:
+    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_record(seq: int, epoch: int, ts_ms: int, effects: list) -> bytes:
+    payload = msgpack.packb([seq, epoch, ts_ms, effects], use_bin_type=True)
+    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def decode_payload(payload: bytes) -> Record:
+    seq, epoch, ts_ms, effects = msgpack.unpackb(payload, raw=False, use_list=True,
+                                                 strict_map_key=False)
+    return Record(seq, epoch, ts_ms, effects)
+
+
+def iter_frames(data: bytes | memoryview, start: int = 0) -> Iterator[tuple[int, int, bytes | None]]:
+    """Yield ``(offset, end, payload)`` for each frame; ``payload`` None marks the first bad
+    frame (cut short or crc mismatch), after which iteration stops."""
+    n = len(data)
+    off = start
+    while off < n:
+        if off + FRAME.size > n:
+            yield off, n, None
+            return
+        ln, crc = FRAME.unpack_from(data, off)
+        end = off + FRAME.size + ln
+        if ln > MAX_RECORD_BYTES or end > n:
+            yield off, n, None
+            return
+        payload = bytes(data[off + FRAME.size:end])
+        if zlib.crc32(payload) != crc:
+            yield off, end, None
+            return
+        yield off, end, payload
+        off = end
+
+
+def _has_valid_frame_after(data: bytes, start: int) -> bool:
+    """Is there any well-formed frame starting after ``start``? (corruption vs torn tail)"""
+    n = len(data)
+    for off in range(start + 1, n - FRAME.size):
+        ln, crc = FRAME.unpack_from(data, off)
+        if 0 < ln <= n - off - FRAME.size and zlib.crc32(data[off + FRAME.size:off + FRAME.size + ln]) == crc:
+            try:
+                decode_payload(data[off + FRAME.size:off + FRAME.size + ln])
+            except Exception:
+                continue
+            return True
+    return False
+
+
+@dataclass(slots=True)
+class Segment:
+    first_seq: int
+    path: str
+    last_seq: int = 0   # 0 when empty
+    size: int = 0
+    mtime: float = 0.0
+
+
+class RecordLog:
+    """A directory of segments. Not thread-safe: the caller serialises ``write_out``,
+    ``sync``, ``roll`` and the readers on one IO thread, or holds the GIL-bound state."""
+
+    def __init__(self, directory: str, segment_bytes: int = 64 * 1024 * 1024, name: str = "log") -> None:
+        self.dir = directory
+        self.segment_bytes = segment_bytes
+        self.name = name
+        self.segments: list[Segment] = []
+        self._fd: int | None = None
+        self.last_seq = 0
+        self.truncated_bytes = 0       # reported by open() when a torn tail was cut
+        self.truncation_note = ""
+
+    # ------------------------------------------------------------------ open / recovery
+    def open(self, after_seq: int = 0) -> Iterator[Record]:
+        """Validate every segment, truncate a torn tail, and yield the records with
+        ``seq > after_seq`` in order. Must be consumed fully before appending."""
+        os.makedirs(self.dir, exist_ok=True)
+        names = sorted(f for f in os.listdir(self.dir) if f.endswith(".log"))
+        self.segments = []
+        for f in names:
+            try:
+                first = int(f[:-4])
+            except ValueError:
+                continue
+            self.segments.append(Segment(first, os.path.join(self.dir, f)))
+        prev_last = None
+        for i, seg in enumerate(self.segments):
+            is_last = i == len(self.segments) - 1
+            with open(seg.path, "rb") as fh:
+                data = fh.read()
+            if len(data) < len(MAGIC):
+                if is_last and MAGIC.startswith(data):
+                    self._truncate(seg, 0, len(data), "segment header cut short")
+                    data = b""
+                else:
+                    raise CorruptLogError(f"{seg.path}: not a replikv log segment (bad header)")
+            elif data[:len(MAGIC)] != MAGIC:
+                if data[:6] == MAGIC[:6]:
+                    raise CorruptLogError(
+                        f"{seg.path}: log format version {data[7]} but this replikv reads version "
+                        f"{FORMAT_VERSION}")
+                raise CorruptLogError(f"{seg.path}: not a replikv log segment (bad magic)")
+            expect = seg.first_seq
+            if prev_last is not None and prev_last + 1 != seg.first_seq and prev_last != 0:
+                raise CorruptLogError(
+                    f"{seg.path}: starts at seq {seg.first_seq} but the previous segment ends at {prev_last}")
+            last = 0
+            good_end = len(MAGIC) if data else 0
+            for off, end, payload in iter_frames(data, len(MAGIC)) if data else ():
+                rec = None
+                if payload is not None:
+                    try:
+                        rec = decode_payload(payload)
+                    except Exception:
+                        rec = None
+                if rec is None or rec.seq != expect:
+                    why = ("bad record" if payload is None or rec is None
+                           else f"seq {rec.seq} where {expect} was expected")
+                    if is_last and not _has_valid_frame_after(data, off):
+                        self._truncate(seg, off, len(data) - off, why)
+                        break
+                    raise CorruptLogError(
+                        f"{seg.path}: corrupt record at byte offset {off} ({why}) with valid records "
+                        f"after it; refusing to start. Restore this node from a replica or a snapshot, "
+                        f"or move the damaged segment away knowingly.")
+                last = rec.seq
+                expect += 1
+                good_end = end
+                if rec.seq > after_seq:
+                    yield rec
+            seg.last_seq = last
+            seg.size = good_end
+            seg.mtime = os.path.getmtime(seg.path)
+            if last:
+                prev_last = last
+                self.last_seq = last
+            elif prev_last is None:
+                prev_last = 0
+        if not self.last_seq and self.segments:
+            self.last_seq = self.segments[-1].first_seq - 1
+        self._fsync_dir()
+
+    def _truncate(self, seg: Segment, off: int, nbytes: int, why: str) -> None:
+        with open(seg.path, "r+b") as fh:
+            fh.truncate(off if off >= len(MAGIC) else 0)
+            if off < len(MAGIC):
+                fh.seek(0)
+                fh.write(MAGIC)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.truncated_bytes += nbytes
+        self.truncation_note = (f"{self.name}: torn tail in {os.path.basename(seg.path)} at byte offset "
+                                f"{off} ({why}); truncated {nbytes} bytes, which were never acknowledged "
+                                f"under fsync=always")
+
+    def start(self, next_seq: int) -> None:
+        """Open the last segment for appending (or create the first at ``next_seq``)."""
+        if self.segments and (self.segments[-1].last_seq or self.segments[-1].first_seq == next_seq):
+            seg = self.segments[-1]
+            if seg.last_seq and seg.last_seq + 1 != next_seq:
+                raise CorruptLogError(f"{self.name}: log ends at {seg.last_seq}, expected to continue at {next_seq}")
+            self._fd = os.open(seg.path, os.O_WRONLY | os.O_APPEND)
+            if seg.size == 0:
+                seg.size = os.fstat(self._fd).st_size
+        else:
+            self._new_segment(next_seq)
+        self.last_seq = next_seq - 1
+
+    def _new_segment(self, first_seq: int) -> None:
+        path = os.path.join(self.dir, f"{first_seq:020d}.log")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        os.write(fd, MAGIC)
+        os.fsync(fd)
+        self._fsync_dir()
+        if self._fd is not None:
+            os.fsync(self._fd)
+            os.close(self._fd)
+        self._fd = fd
+        # an empty trailing segment that never got a record is replaced
+        if self.segments and not self.segments[-1].last_seq and self.segments[-1].path != path:
+            try:
+                os.unlink(self.segments[-1].path)
+            except FileNotFoundError:
+                pass
+            self.segments.pop()
+        self.segments = [s for s in self.segments if s.path != path]
+        self.segments.append(Segment(first_seq, path, 0, len(MAGIC)))
+
+    # ------------------------------------------------------------------ append (IO thread)
+    def write_out(self, data: bytes, last_seq: int, first_seq: int) -> None:
+        """Write already-framed records ``first_seq..last_seq`` to the current segment,
+        rolling to a new segment first if the current one is full."""
+        seg = self.segments[-1]
+        if seg.size >= self.segment_bytes and seg.last_seq:
+            self._new_segment(first_seq)
+            seg = self.segments[-1]
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        seg.size += len(data)
+        seg.last_seq = last_seq
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def roll(self, next_seq: int) -> None:
+        """Start a new segment at ``next_seq`` (snapshots roll so older segments can go)."""
+        if self.segments and self.segments[-1].last_seq:
+            self._new_segment(next_seq)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def _fsync_dir(self) -> None:
+        try:
+            fd = os.open(self.dir, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------------------ reading back
+    @property
+    def first_seq(self) -> int:
+        """The oldest seq still in the log (``last_seq + 1`` when it holds none)."""
+        for s in self.segments:
+            if s.last_seq:
+                return s.first_seq
+        return self.last_seq + 1
+
+    def read_from(self, seq: int, max_bytes: int = 1 << 20) -> list[tuple[int, bytes]]:
+        """Frames (seq, framed bytes) starting at ``seq``, about ``max_bytes`` of them, from
+        what has been written out. Used by replication senders (issue: catch-up)."""
+        out: list[tuple[int, bytes]] = []
+        total = 0
+        for i, seg in enumerate(self.segments):
+            nxt_first = self.segments[i + 1].first_seq if i + 1 < len(self.segments) else None
+            if not seg.last_seq or seg.last_seq < seq or (nxt_first is not None and nxt_first <= seq):
+                continue
+            with open(seg.path, "rb") as fh:
+                data = fh.read(seg.size)
+            for _off, end, payload in iter_frames(data, len(MAGIC)):
+                if payload is None:
+                    break
+                rec_seq = msgpack.unpackb(payload, raw=False)[0]
+                if rec_seq < seq:
+                    continue
+                if rec_seq > seg.last_seq:
+                    break
+                out.append((rec_seq, data[_off:end]))
+                total += end - _off
+                seq = rec_seq + 1
+                if total >= max_bytes:
+                    return out
+        return out
+
+    def remove_through(self, seq: int, keep_bytes: int = 0) -> int:
+        """Remove whole segments whose records are all ``<= seq`` (never the current one),
+        keeping at least ``keep_bytes`` of the newest removable segments. Returns how many."""
+        removable = []
+        for i, seg in enumerate(self.segments[:-1]):
+            nxt = self.segments[i + 1]
+            if nxt.first_seq - 1 <= seq:
+                removable.append(seg)
+        kept = 0
+        while removable and keep_bytes and kept + removable[-1].size <= keep_bytes:
+            kept += removable.pop().size
+        for seg in removable:
+            try:
+                os.unlink(seg.path)
+            except FileNotFoundError:
+                pass
+            self.segments.remove(seg)
+        if removable:
+            self._fsync_dir()
+        return len(removable)
+
+    def total_bytes(self) -> int:
+        return sum(s.size for s in self.segments)
