@@ -18,6 +18,7 @@ the resulting value. Effects never contain "now" or a random choice.
 
 from __future__ import annotations
 
+import itertools
 import re
 import zlib
 from dataclasses import dataclass
@@ -561,11 +562,8 @@ def cmd_randomkey(ctx: Ctx, args):
     for _ in range(100):
         if not data:
             return None
-        # dict views cannot be indexed; a bounded random walk keeps this O(sample)
-        i = ctx.rng.randrange(len(data))
-        for j, k in enumerate(data):
-            if j == i:
-                break
+        # dict views cannot be indexed: O(n) in the worst case, as KEYS
+        k = next(itertools.islice(data, ctx.rng.randrange(len(data)), None))
         if ctx.lookup(k) is not None:
             return k
     return None
