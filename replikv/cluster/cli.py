@@ -40,6 +40,9 @@ def main() -> None:
 @click.option("--max-bulk-len", type=int)
 @click.option("--max-clients", type=int)
 @click.option("--log-level", type=str)
+@click.option("--cluster", type=click.Path(dir_okay=False), help="Cluster file (mode, ack, nodes).")
+@click.option("--apply-delay-ms", type=int, help="Follower: apply records this long after the leader wrote them.")
+@click.option("--max-lag-ms", type=int, help="Follower: refuse reads while further behind than this.")
 @click.option("--no-uvloop", is_flag=True, help="Use the plain asyncio event loop.")
 def node(config_path, no_uvloop, **flags) -> None:
     """Run one node in the foreground."""

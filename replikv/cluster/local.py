@@ -52,22 +52,55 @@ def _port_open(host: str, port: int, timeout: float = 0.2) -> bool:
 
 class LocalCluster:
     def __init__(self, root: str, nodes: list[NodeSpec] | None = None, mode: str = "standalone",
-                 settings: dict | None = None) -> None:
+                 settings: dict | None = None, cluster_settings: dict | None = None) -> None:
         self.root = os.path.abspath(root)
         self.nodes = nodes or []
         self.mode = mode
-        self.settings = settings or {}
+        self.settings = settings or {}                   # node flags for every node
+        self.cluster_settings = cluster_settings or {}   # cluster file settings (ack, leader, ...)
         self.procs: dict[int, subprocess.Popen] = {}
 
     # ------------------------------------------------------------------ layout
     @classmethod
     def create(cls, root: str, n: int = 1, base_port: int = 7100, host: str = "127.0.0.1",
-               mode: str = "standalone", settings: dict | None = None) -> LocalCluster:
+               mode: str = "standalone", settings: dict | None = None,
+               cluster_settings: dict | None = None) -> LocalCluster:
         root = os.path.abspath(root)
         nodes = [NodeSpec(i, host, base_port + i - 1, base_port + PEER_OFFSET + i - 1,
                           base_port + HTTP_OFFSET + i - 1, os.path.join(root, f"node{i}"))
                  for i in range(1, n + 1)]
-        return cls(root, nodes, mode, settings)
+        return cls(root, nodes, mode, settings, cluster_settings)
+
+    def add_node(self) -> NodeSpec:
+        """Add one node to the cluster (a new follower in leader mode); not started yet."""
+        last = max(self.nodes, key=lambda x: x.node_id)
+        i = last.node_id + 1
+        n = NodeSpec(i, last.host, last.port + 1, last.peer_port + 1, last.http_port + 1,
+                     os.path.join(self.root, f"node{i}"))
+        self.nodes.append(n)
+        self.save()
+        return n
+
+    @property
+    def cluster_file(self) -> str:
+        return os.path.join(self.root, "cluster.toml")
+
+    def write_cluster_file(self) -> None:
+        from ..server.clusterconfig import cluster_from_dict, cluster_to_toml
+
+        raw = dict(self.cluster_settings)
+        raw["mode"] = self.mode
+        raw["nodes"] = [{"id": n.node_id, "host": n.host, "port": n.port, "peer_port": n.peer_port,
+                         "http_port": n.http_port} for n in self.nodes]
+        text = cluster_to_toml(cluster_from_dict(raw))
+        tmp = self.cluster_file + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, self.cluster_file)
+
+    @property
+    def leader_id(self) -> int:
+        return int(self.cluster_settings.get("leader", self.cluster_settings.get("leader_id", 1)))
 
     @property
     def manifest(self) -> str:
@@ -77,9 +110,11 @@ class LocalCluster:
         os.makedirs(self.root, exist_ok=True)
         tmp = self.manifest + ".tmp"
         with open(tmp, "w") as fh:
-            json.dump({"mode": self.mode, "settings": self.settings,
+            json.dump({"mode": self.mode, "settings": self.settings, "cluster_settings": self.cluster_settings,
                        "nodes": [asdict(n) for n in self.nodes]}, fh, indent=1)
         os.replace(tmp, self.manifest)
+        if self.mode != "standalone":
+            self.write_cluster_file()
 
     @classmethod
     def load(cls, root: str) -> LocalCluster:
@@ -90,7 +125,8 @@ class LocalCluster:
                 d = json.load(fh)
         except FileNotFoundError:
             raise ClusterError(f"no cluster in {root} (no cluster.json); start one with `replikv up`") from None
-        return cls(root, [NodeSpec(**n) for n in d["nodes"]], d.get("mode", "standalone"), d.get("settings", {}))
+        return cls(root, [NodeSpec(**n) for n in d["nodes"]], d.get("mode", "standalone"), d.get("settings", {}),
+                   d.get("cluster_settings", {}))
 
     def node(self, node_id: int) -> NodeSpec:
         for n in self.nodes:
@@ -136,6 +172,8 @@ class LocalCluster:
         args = [sys.executable, "-m", "replikv", "node", "--node-id", str(n.node_id), "--host", n.host,
                 "--port", str(n.port), "--peer-port", str(n.peer_port), "--http-port", str(n.http_port),
                 "--data-dir", n.data_dir]
+        if self.mode != "standalone":
+            args += ["--cluster", self.cluster_file]
         for k, v in self.settings.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
         return args + list(n.extra_args)

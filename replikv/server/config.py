@@ -37,11 +37,16 @@ class NodeConfig:
     active_expire_hz: int = 10
     log_level: str = "info"
     cluster_name: str = "replikv"
+    # replication (mode "leader"); the cluster's nodes and settings come from ``cluster``
+    cluster: str = ""                # path of the cluster TOML file; "" = standalone node
+    apply_delay_ms: int = 0          # follower: apply records this long after the leader wrote them
+    max_lag_ms: int = 0              # follower: refuse reads while further behind (0 = never)
     extra: dict = field(default_factory=dict)
 
     # settings CONFIG SET may change at run time
     RUNTIME = ("fsync", "snapshot_every_records", "log_retention_bytes", "max_bulk_len",
-               "max_multibulk_len", "max_clients", "active_expire_hz", "log_level")
+               "max_multibulk_len", "max_clients", "active_expire_hz", "log_level", "apply_delay_ms",
+               "max_lag_ms")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -60,7 +65,8 @@ class NodeConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"{name}: must be a positive integer, got {v!r}")
-        for name in ("snapshot_every_records", "log_retention_bytes", "active_expire_hz"):
+        for name in ("snapshot_every_records", "log_retention_bytes", "active_expire_hz", "apply_delay_ms",
+                     "max_lag_ms"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"{name}: must be a non-negative integer, got {v!r}")

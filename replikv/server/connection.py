@@ -43,14 +43,16 @@ class ClientConnection(asyncio.Protocol):
         self.last_cmd_time = self.created
         self.last_cmd = "NULL"
         self.out: list[bytes] = []
-        self.waiting: deque = deque()   # (needed_seq, reply bytes)
+        # replies held back: [needed_seq, ack policy or None, bytes, kind, enqueued_at]
+        # kind: "w" a write's reply, "r" a read's, "s" a slot filled later (WAIT)
+        self.waiting: deque = deque()
         self.multi: list | None = None  # queued commands while in MULTI
         self.multi_error = False
         self.watch = WatchState()
         self.watched: list[bytes] = []
         self.closing = False
         self.paused = False
-        self.ack_override = None        # per-connection acknowledgement mode (replication)
+        self.ack_policy = None          # per-connection acknowledgement policy (ACKMODE), None = cluster's
         self.last_write_seq = 0
 
     # ------------------------------------------------------------------ asyncio callbacks
@@ -97,27 +99,48 @@ class ClientConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     # ------------------------------------------------------------------ replies
-    def reply(self, data: bytes, needed: int = 0) -> None:
-        """Queue a reply; it leaves once the node's visible position reaches ``needed``."""
-        if self.waiting or needed > self.node.visible_seq:
-            self.waiting.append((needed, data))
-            self.node.waiters.add(self)
+    def reply(self, data: bytes, needed: int = 0, policy=None, kind: str = "r") -> None:
+        """Queue a reply; it leaves once position ``needed`` meets ``policy`` (None: the
+        cluster's policy, i.e. the node's visible position)."""
+        node = self.node
+        if self.waiting or (needed > node.visible_seq if policy is None else needed > node.watermark_for(policy)):
+            self.waiting.append([needed, policy, data, kind, time.monotonic()])
+            node.waiters.add(self)
         else:
             self.out.append(data)
 
     def reply_now(self, data: bytes) -> None:
         if self.waiting:
-            self.waiting.append((0, data))
+            self.waiting.append([0, None, data, "r", time.monotonic()])
         else:
             self.out.append(data)
 
-    def release(self, visible: int) -> bool:
-        """Move replies whose position is now visible to the output; True when none wait."""
+    def reply_slot(self) -> list:
+        """Reserve the place of a reply that is decided later (WAIT); see fill_slot."""
+        e = [float("inf"), None, b"", "s", time.monotonic()]
+        self.waiting.append(e)
+        self.node.waiters.add(self)
+        return e
+
+    def fill_slot(self, slot: list, data: bytes) -> None:
+        slot[0] = 0
+        slot[2] = data
+        if self.release():
+            self.node.waiters.discard(self)
+
+    def release(self) -> bool:
+        """Move replies that may now leave to the output; True when none wait."""
         w = self.waiting
-        while w and w[0][0] <= visible:
-            self.out.append(w.popleft()[1])
+        node = self.node
+        visible = node.visible_seq
+        while w:
+            e = w[0]
+            if e[0] > (visible if e[1] is None else node.watermark_for(e[1])):
+                break
+            self.out.append(e[2])
+            w.popleft()
         if self.out:
-            self.node.schedule_flush(self)
+            node.schedule_flush(self)
         return not w
 
     def flush(self) -> None:

@@ -21,6 +21,14 @@ class NodeMetrics:
             "replikv_fsync_seconds", "Time spent in fsync of the log", registry=self.registry,
             buckets=(0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5))
         self.snapshots = Counter("replikv_snapshots", "Snapshots written", registry=self.registry)
+        self.full_resyncs = Counter("replikv_full_resyncs", "Followers (re)started from a full snapshot",
+                                    registry=self.registry)
+        self.semisync_fallbacks = Counter("replikv_semisync_fallbacks",
+                                          "Times semi-sync fell back to async after the ack timeout",
+                                          registry=self.registry)
+        self.ack_timeouts = Counter("replikv_ack_timeouts",
+                                    "Writes answered 'outcome unknown' after the ack timeout (strict/sync)",
+                                    registry=self.registry)
         self.registry.register(_Collector(self))
 
     def count(self, name: bytes, error: bool = False) -> None:
@@ -63,3 +71,46 @@ class _Collector:
         yield pe
         for fam in node.extra_metrics():
             yield fam
+
+
+def replication_families(node):
+    """Per-follower positions and lag (leader), own positions and lag (follower)."""
+    r = node.repl
+    now = node.clock.now_ms()
+    if node.role == "leader":
+        pos = GaugeMetricFamily("replikv_follower_position", "Follower positions seen by the leader",
+                                labels=["follower", "stage"])
+        lag_e = GaugeMetricFamily("replikv_follower_lag_entries", "Follower lag in log entries",
+                                  labels=["follower", "stage"])
+        lag_s = GaugeMetricFamily("replikv_follower_lag_seconds", "Follower lag in seconds",
+                                  labels=["follower", "stage"])
+        up = GaugeMetricFamily("replikv_follower_connected", "Follower link up (1) or down (0)",
+                               labels=["follower"])
+        for f in r.leader_core.followers.values():
+            fid = str(f.node_id)
+            up.add_metric([fid], 1 if f.connected else 0)
+            lag = r.leader_core.lag(f, now)
+            for stage in ("received", "flushed", "applied"):
+                pos.add_metric([fid, stage], f.pos(stage))
+                lag_e.add_metric([fid, stage], lag[stage]["entries"])
+                lag_s.add_metric([fid, stage], lag[stage]["seconds"])
+        yield pos
+        yield lag_e
+        yield lag_s
+        yield up
+        yield GaugeMetricFamily("replikv_semisync_degraded", "1 while semi-sync has fallen back to async",
+                                value=1 if r.leader_core.degraded else 0)
+    else:
+        fc = r.follower_core
+        lag = fc.apply_lag(now)
+        pos = GaugeMetricFamily("replikv_replica_position", "This follower's positions", labels=["stage"])
+        lag_e = GaugeMetricFamily("replikv_replica_lag_entries", "This follower's lag in entries", labels=["stage"])
+        lag_s = GaugeMetricFamily("replikv_replica_lag_seconds", "This follower's lag in seconds", labels=["stage"])
+        for stage, v in (("received", r.relay_written), ("flushed", r.relay_synced), ("applied", fc.applied)):
+            pos.add_metric([stage], v)
+            lag_e.add_metric([stage], lag[stage]["entries"])
+            lag_s.add_metric([stage], lag[stage]["seconds"])
+        yield pos
+        yield lag_e
+        yield lag_s
+        yield GaugeMetricFamily("replikv_replica_link_up", "Link to the leader up", value=1 if fc.link_up else 0)

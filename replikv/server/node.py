@@ -92,12 +92,21 @@ class Node:
         self.stats_rejected_connections = 0
         self.stats_expired = 0
         self.http = None
+        self.repl = None                 # server/replication.Replication in a leader-mode cluster
+        self.cluster = None
+        self._wm_cache: dict = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
         t = time.perf_counter()
+        if self.config.cluster:
+            from .clusterconfig import load_cluster
+
+            self.cluster = load_cluster(self.config.cluster)
+            self.cluster.node(self.config.node_id)
+        self.storage.wipe_if_interrupted_resync()
         self.storage.recover()
         self.visible_seq = self.storage.last_seq
         log.info("node %d recovered %d keys at seq %d (%d log records replayed) in %.3fs; history %s",
@@ -110,6 +119,11 @@ class Node:
         from .http import start_http
 
         self.http = await start_http(self, cfg.host, cfg.effective_http_port)
+        if self.cluster is not None:
+            from .replication import Replication
+
+            self.repl = Replication(self, self.cluster)
+            await self.repl.start()
         self._tasks.append(asyncio.create_task(self._cron(), name="cron"))
         if cfg.fsync == "everysec":
             self._tasks.append(asyncio.create_task(self._everysec(), name="everysec"))
@@ -143,6 +157,8 @@ class Node:
                 c.transport.close()
         for t in self._tasks:
             t.cancel()
+        if self.repl is not None:
+            await self.repl.stop()
         if self.http is not None:
             await self.http.cleanup()
         await self._loop.run_in_executor(self._io, self.storage.close)
@@ -182,6 +198,9 @@ class Node:
             else:
                 pending = st.take_buffer()
                 st.write_out(*pending, sync=False)
+                if self.repl is not None:
+                    self.repl.on_appended(pending[1], pending[2], self.clock.now_ms())
+                    self.repl.on_written(*pending)
                 self._advance_visible()
         dirty = self._dirty
         if dirty:
@@ -196,17 +215,25 @@ class Node:
         pending = self.storage.take_buffer()
         if pending is None:
             return
-        self._writer_busy = True
-        fut = self._loop.run_in_executor(self._io, self.storage.write_out, *pending, True)
-        fut.add_done_callback(self._writer_done)
+        self._submit_batch(pending)
 
-    def _writer_done(self, fut) -> None:
+    def _submit_batch(self, pending: tuple) -> None:
+        """Write and fsync one batch on the IO thread (group commit under fsync=always)."""
+        self._writer_busy = True
+        if self.repl is not None:
+            self.repl.on_appended(pending[1], pending[2], self.clock.now_ms())
+        fut = self._loop.run_in_executor(self._io, self.storage.write_out, *pending, True)
+        fut.add_done_callback(lambda f: self._writer_done(f, pending))
+
+    def _writer_done(self, fut, pending=None) -> None:
         self._writer_busy = False
         exc = fut.exception()
         if exc is not None:
             self._fatal_io(exc)
             return
         self.metrics.fsync_seconds.observe(fut.result())
+        if self.repl is not None and pending is not None:
+            self.repl.on_written(*pending)
         self._advance_visible()
         if self.storage._buf:
             self._kick_writer()
@@ -229,6 +256,8 @@ class Node:
                     self._fatal_io(e)
                     return
                 self.metrics.fsync_seconds.observe(secs)
+            if self.repl is not None:
+                await self.repl.relay_sync_everysec()
 
     def durable_seq(self) -> int:
         """The highest position whose durability meets the local fsync policy."""
@@ -238,17 +267,79 @@ class Node:
         return st.written_seq
 
     def _advance_visible(self) -> None:
-        v = self.durable_seq()
-        if v <= self.visible_seq:
-            return
-        self.visible_seq = v
-        ks = self.storage.ks
-        if ks.deleted_pos and v >= self.storage.last_seq:
-            ks.deleted_pos.clear()
+        local = self.durable_seq()
+        v = self.repl.visible(local) if self.repl is not None else local
+        self._wm_cache.clear()
+        if v > self.visible_seq:
+            self.visible_seq = v
+            ks = self.storage.ks
+            ks.track_deletes = v < self.storage.last_seq or self.repl is not None
+            if ks.deleted_pos and v >= self.storage.last_seq:
+                ks.deleted_pos.clear()
+            if self.repl is not None:
+                self.repl.on_visible(v)
         if self.waiters:
-            done = [c for c in self.waiters if c.release(v)]
+            done = [c for c in self.waiters if c.release()]
             for c in done:
                 self.waiters.discard(c)
+
+    def watermark_for(self, policy) -> int:
+        """The highest position that meets a connection's own acknowledgement policy."""
+        wm = self._wm_cache.get(policy)
+        if wm is None:
+            wm = self.repl.watermark_for(policy, self.durable_seq()) if self.repl is not None else self.durable_seq()
+            self._wm_cache[policy] = wm
+        return wm
+
+    def release_all_waiters(self) -> None:
+        for c in list(self.waiters):
+            for e in c.waiting:
+                if e[3] != "s":
+                    e[0] = 0
+            if c.release():
+                self.waiters.discard(c)
+
+    def expire_waiting(self, timeout_ms: int) -> None:
+        """Replies that waited longer than the acknowledgement timeout: under a strict or
+        sync policy a write gets "outcome unknown", a read a TRYAGAIN; under non-strict
+        semi-sync the write is released (the fallback to async)."""
+        if not timeout_ms or not self.waiters:
+            return
+        now = time.monotonic()
+        limit = timeout_ms / 1000
+        cluster_policy = self.repl.policy if self.repl is not None else None
+        for c in list(self.waiters):
+            changed = False
+            for e in c.waiting:
+                needed, policy, _data, kind, t = e
+                if kind == "s" or not needed or now - t < limit:
+                    continue
+                p = policy or cluster_policy
+                if kind == "w":
+                    if p is not None and (p.strict or p.kind == "sync"):
+                        e[2] = encode(Error(
+                            f"NOTACKED the write was applied on the leader at seq {needed} but not acknowledged "
+                            f"under '{p}' within {timeout_ms} ms; its outcome is unknown (it may still become "
+                            f"durable)"), c.proto)
+                        self.metrics.ack_timeouts.inc()
+                    e[0] = 0
+                    changed = True
+                elif kind == "r":
+                    e[2] = encode(Error(
+                        f"TRYAGAIN the value read depends on a write (seq {needed}) not yet acknowledged under "
+                        f"'{p}' after {timeout_ms} ms"), c.proto)
+                    e[0] = 0
+                    changed = True
+            if changed and c.release():
+                self.waiters.discard(c)
+
+    def schedule_log_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def encode_for(self, conn: ClientConnection, value) -> bytes:
+        return encode(value, conn.proto)
 
     # ------------------------------------------------------------------ dispatch
     def execute(self, conn: ClientConnection, args: list[bytes]) -> None:
@@ -278,13 +369,23 @@ class Node:
         if n != cmd.arity if cmd.arity >= 0 else n < -cmd.arity:
             conn.reply_now(encode(Error(C.arity_error(cmd.name)), conn.proto))
             return
-        if cmd.is_write and not self.accepts_writes:
-            conn.reply_now(encode(Error(self.write_refusal()), conn.proto))
-            return
+        if cmd.is_write:
+            if not self.accepts_writes:
+                conn.reply_now(encode(Error(self.write_refusal()), conn.proto))
+                return
+        elif self.repl is not None and self.config.max_lag_ms:
+            refusal = self.repl.lag_refusal()
+            if refusal:
+                conn.reply_now(encode(Error(refusal), conn.proto))
+                return
         self._run(conn, [(cmd, args)], single=True)
 
     def write_refusal(self) -> str:
-        return "READONLY You can't write against a read only replica."
+        msg = "READONLY You can't write against a read only replica."
+        if self.repl is not None and self.role == "follower":
+            spec = self.repl.leader_spec()
+            msg += f" The leader is node {spec.node_id} at {spec.host}:{spec.port}"
+        return msg
 
     def _run(self, conn: ClientConnection, batch: list, single: bool) -> None:
         st = self.storage
@@ -302,11 +403,13 @@ class Node:
             if cmd.is_write:
                 wrote = True
         needed = 0
+        policy = None
         if ctx.effects:
             seq = st.append(ctx.effects, now)
             if wrote:
                 needed = seq
                 conn.last_write_seq = seq
+                policy = conn.ack_policy
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
@@ -323,7 +426,7 @@ class Node:
                     needed = max(needed, st.last_seq)
         proto = conn.proto
         data = encode(replies[0] if single else replies, proto)
-        conn.reply(data, needed)
+        conn.reply(data, needed, policy, "w" if wrote else "r")
 
     # ------------------------------------------------------------------ MULTI
     def _queue_multi(self, conn, name, cmd, args) -> None:
@@ -418,11 +521,13 @@ class Node:
         if pending is not None:
             if self.config.fsync == "always":
                 # the writer thread runs jobs in order: these records go before the roll
-                self._writer_busy = True
-                fut = self._loop.run_in_executor(self._io, st.write_out, *pending, True)
-                fut.add_done_callback(self._writer_done)
+                self._submit_batch(pending)
             else:
                 st.write_out(*pending, sync=False)
+                if self.repl is not None:
+                    self.repl.on_appended(pending[1], pending[2], self.clock.now_ms())
+                    self.repl.on_written(*pending)
+                self._advance_visible()
         self._loop.run_in_executor(self._io, st.log.roll, seq + 1)
         asyncio.ensure_future(self._wait_snapshot(pid, seq))
         return True
@@ -434,6 +539,8 @@ class Node:
         self.snapshot_in_progress = False
         self.snapshot_pid = 0
         self.last_snapshot_ok = ok
+        if self.repl is not None:
+            self.repl.snapshot_done(seq, ok)
         if not ok:
             log.error("background snapshot at seq %d failed (child exit status %s)", seq, status)
             return
@@ -446,15 +553,42 @@ class Node:
 
     # ------------------------------------------------------------------ replication hooks
     def role_reply(self) -> list:
-        return [b"master", self.storage.last_seq, []]
+        st = self.storage
+        if self.repl is None:
+            return [b"master", st.last_seq, []]
+        r = self.repl
+        if self.role == "leader":
+            rows = []
+            for f in sorted(r.leader_core.followers.values(), key=lambda x: x.node_id):
+                if f.connected:
+                    spec = self.cluster.node(f.node_id)
+                    rows.append([spec.host.encode(), str(spec.port).encode(), str(f.received).encode()])
+            return [b"master", st.last_seq, rows]
+        spec = r.leader_spec()
+        state = {"connecting": b"connecting", "snapshot": b"sync"}.get(r.follower_core.state, b"connected")
+        if not r.follower_core.link_up:
+            state = b"connect"
+        return [b"slave", spec.host.encode(), spec.port, state, r.follower_core.applied]
 
     def cmd_wait(self, conn: ClientConnection, args: list[bytes]) -> None:
-        # standalone: no replicas, so WAIT answers 0 at once (as Redis does without replicas)
-        conn.reply_now(encode(0, conn.proto))
+        n = int(args[1])
+        timeout_ms = int(args[2])
+        if self.repl is None:
+            # standalone: no replicas, so WAIT answers 0 at once (as Redis does without replicas)
+            conn.reply_now(encode(0, conn.proto))
+            return
+        if self.role != "leader":
+            conn.reply_now(encode(Error("ERR WAIT cannot be used with replica instances."), conn.proto))
+            return
+        self.repl.wait_replicas(conn, n, timeout_ms)
 
     def extra_metrics(self) -> list:
         """Metric families added by the replication layer."""
-        return []
+        if self.repl is None:
+            return []
+        from .metrics import replication_families
+
+        return replication_families(self)
 
     def http_routes(self) -> list:
         """(method, path, handler) routes added by the replication layer."""
@@ -501,6 +635,7 @@ class Node:
             "uptime_s": round(time.time() - self.started_at, 3),
             "truncation": st.truncation_note or None,
             "data_dir": os.path.abspath(cfg.data_dir),
+            "replication": self.repl.status() if self.repl is not None else None,
         }
 
     def info(self, section: str | None) -> str:
@@ -567,10 +702,46 @@ class Node:
         return "\r\n".join(out)
 
     def replication_info(self) -> list:
+        """INFO replication, in Redis's field format where the fields match."""
         st = self.storage
-        return [("role", "master" if self.role == "leader" else "slave"), ("connected_slaves", 0),
-                ("master_replid", st.history_id), ("master_repl_offset", st.last_seq),
-                ("replikv_role", self.role)]
+        r = self.repl
+        if r is None:
+            return [("role", "master"), ("connected_slaves", 0), ("master_replid", st.history_id),
+                    ("master_repl_offset", st.last_seq), ("replikv_role", "standalone")]
+        now = self.clock.now_ms()
+        if self.role == "leader":
+            fl = [f for f in sorted(r.leader_core.followers.values(), key=lambda x: x.node_id) if f.connected]
+            rows = [("role", "master"), ("connected_slaves", len(fl))]
+            for i, f in enumerate(fl):
+                spec = self.cluster.node(f.node_id)
+                lag = (now - f.last_ack_ms) // 1000 if f.last_ack_ms else -1
+                state = "online" if f.state in ("streaming", "catching-up") else "wait_bgsave"
+                rows.append((f"slave{i}", f"ip={spec.host},port={spec.port},state={state},offset={f.received},"
+                                          f"lag={lag},node_id={f.node_id},flushed={f.flushed},applied={f.applied}"))
+            rows += [("master_failover_state", "no-failover"), ("master_replid", st.history_id),
+                     ("master_replid2", "0" * 40), ("master_repl_offset", st.last_seq),
+                     ("second_repl_offset", -1), ("repl_backlog_active", 1),
+                     ("repl_backlog_first_byte_offset", st.log.first_seq), ("replikv_role", "leader"),
+                     ("replikv_ack", str(r.policy)), ("replikv_semi_sync_degraded", int(r.leader_core.degraded))]
+            return rows
+        fc = r.follower_core
+        spec = r.leader_spec()
+        lag = fc.apply_lag(now)
+        return [("role", "slave"), ("master_host", spec.host), ("master_port", spec.port),
+                ("master_link_status", "up" if fc.link_up else "down"),
+                ("master_last_io_seconds_ago", (now - fc.last_message_ms) // 1000 if fc.last_message_ms else -1),
+                ("master_sync_in_progress", int(fc.state == "snapshot")),
+                ("slave_read_repl_offset", r.relay_written), ("slave_repl_offset", fc.applied),
+                ("slave_priority", 100), ("slave_read_only", 1), ("replica_announced", 1),
+                ("connected_slaves", 0), ("master_replid", st.history_id), ("master_repl_offset", fc.applied),
+                ("replikv_role", "follower"), ("replikv_state", fc.state),
+                ("replikv_io_task", "running" if r.io_running else "stopped"),
+                ("replikv_apply_task", "running" if r.apply_running else "stopped"),
+                ("replikv_received", r.relay_written), ("replikv_flushed", r.relay_synced),
+                ("replikv_applied", fc.applied), ("replikv_apply_lag_seconds", lag["applied"]["seconds"]),
+                ("replikv_apply_lag_entries", lag["applied"]["entries"]),
+                ("replikv_apply_delay_ms", fc.apply_delay_ms), ("replikv_full_resyncs", r.full_resyncs)]
 
 
+from . import replcommands  # noqa: E402,F401  (registers REPLICA, ACKMODE)
 from .conncommands import _CONN_COMMANDS, _NOT_IN_MULTI, _TX_CONTROL, _ConnCmd, _unknown  # noqa: E402

@@ -9,6 +9,16 @@ snapshot + log tail.
 Does not know: sockets, asyncio, replication roles. Blocking calls (``write_out``,
 ``sync``, ``finish_snapshot``) are made by the shell on its single IO thread, in order.
 
+Recovery refuses (CorruptLogError) rather than serve a keyspace with a hole in it: the log
+must continue exactly where the snapshot it starts from ends, so if the newest snapshot is
+invalid and the log it would need was removed after it was taken, the node stops with a
+message naming both. A snapshot ahead of the log (its child finished before the parent's
+records reached the disk, then a crash) is fine: the covered segments are removed and the
+log continues after the snapshot.
+
+The snapshot child dies with its parent (PR_SET_PDEATHSIG on Linux): a child orphaned by a
+kill -9 must not rename an old life's snapshot into the data directory of the next one.
+
 Watermarks, each <= the previous:
   last_seq     assigned to a record and applied in memory
   written_seq  handed to the OS (survives kill -9, not power loss)
@@ -20,7 +30,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import struct
+import sys
 import time
 import zlib
 
@@ -32,6 +44,36 @@ from .log import FORMAT_VERSION, CorruptLogError, RecordLog
 
 _FRAME = struct.Struct("<II")
 _packb = msgpack.Packer(use_bin_type=True).pack
+_PR_SET_PDEATHSIG = 1
+_prctl = None  # resolved in the parent before the first fork (no imports in the child)
+
+
+def _resolve_prctl():
+    global _prctl
+    if _prctl is None:
+        _prctl = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+
+                _prctl = ctypes.CDLL(None, use_errno=True).prctl
+            except (OSError, AttributeError):
+                _prctl = False
+    return _prctl
+
+
+def _snapshot_child_setup(parent_pid: int) -> None:
+    """In the forked child: die with the parent, and do not share its signal handling."""
+    if _prctl:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+    try:
+        signal.set_wakeup_fd(-1)   # the parent's event loop reads that fd; not ours
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
 
 
 class Meta:
@@ -105,13 +147,25 @@ class Storage:
         self.meta.load_or_create()
         self.epoch = int(self.meta.data.get("epoch", 0))
         snap_seq = 0
-        for header, chunks, path in snap.newest_valid(self.snap_dir, self._say):
+        invalid: list[str] = []
+
+        def say_invalid(msg: str) -> None:
+            invalid.append(msg)
+            self._say("WARNING " + msg)
+
+        for header, chunks, path in snap.newest_valid(self.snap_dir, say_invalid):
             snap.load_into(self.ks, chunks)
             snap_seq = int(header["seq"])
+            self.epoch = max(self.epoch, int(header.get("epoch", 0)))
             self.snapshot_time = float(header.get("created_ms", 0)) / 1000
+            if header.get("history_id") not in (None, self.history_id):
+                self._say(f"WARNING snapshot {os.path.basename(path)} was written by history "
+                          f"{header.get('history_id')}, this node is {self.history_id}")
             self._say(f"loaded snapshot {os.path.basename(path)} at seq {snap_seq} ({len(self.ks)} keys)")
             break
+        self._remove_stale_tmp()
         self.snapshot_seq = snap_seq
+        why_missing = (" (a newer snapshot was invalid: " + "; ".join(invalid) + ")") if invalid else ""
         n = 0
         last = snap_seq
         apply = self.ks.apply
@@ -119,27 +173,56 @@ class Storage:
             if rec.seq != last + 1:
                 raise CorruptLogError(
                     f"{self.log.dir}: the log continues at seq {rec.seq} but the snapshot ends at "
-                    f"{snap_seq}: records {last + 1}..{rec.seq - 1} are missing")
+                    f"{snap_seq}: records {last + 1}..{rec.seq - 1} are missing{why_missing}")
             for eff in rec.effects:
                 apply(eff, rec.seq)
             if rec.epoch > self.epoch:
                 self.epoch = rec.epoch
             last = rec.seq
             n += 1
+        segs = self.log.segments
+        if segs and segs[0].first_seq > snap_seq + 1:
+            # the log holds no record after the snapshot, but it starts later than the snapshot
+            # ends: whatever lay in between is gone (and with it, possibly, acknowledged writes)
+            raise CorruptLogError(
+                f"{self.log.dir}: the log starts at seq {segs[0].first_seq} but the snapshot ends at "
+                f"{snap_seq}: records {snap_seq + 1}..{segs[0].first_seq - 1} are missing{why_missing}")
         if self.log.truncation_note:
             self.truncation_note = self.log.truncation_note
             self._say("WARNING " + self.log.truncation_note)
         self.recovered_records = n
         self.last_seq = self.written_seq = self.synced_seq = max(last, snap_seq, self.log.last_seq)
         self.records_since_snapshot = n
-        self.log.start(self.last_seq + 1) if self.log.last_seq == self.last_seq else self._restart_log()
+        if self.log.last_seq == self.last_seq:
+            self.log.start(self.last_seq + 1)
+        else:
+            self._restart_log()
         self._buf_first = self.last_seq + 1
 
     def _restart_log(self) -> None:
-        # the snapshot is ahead of the log (older segments were removed): continue in a new segment
-        self.log.segments = [s for s in self.log.segments]
-        self.log._new_segment(self.last_seq + 1)
-        self.log.last_seq = self.last_seq
+        """The snapshot is ahead of the log: every segment holds only records the snapshot
+        covers. Remove them and continue in a new segment right after the snapshot (leaving
+        them would put a gap between them and the new segment)."""
+        self._say(f"the snapshot at seq {self.last_seq} is ahead of the log (which ends at "
+                  f"{self.log.last_seq}); continuing the log after the snapshot")
+        for seg in list(self.log.segments):
+            try:
+                os.unlink(seg.path)
+            except FileNotFoundError:
+                pass
+        self.log.segments = []
+        self.log.start(self.last_seq + 1)
+
+    def _remove_stale_tmp(self) -> None:
+        # a snapshot child that died (or whose parent did) leaves a temp file behind
+        if not os.path.isdir(self.snap_dir):
+            return
+        for f in os.listdir(self.snap_dir):
+            if f.endswith(".tmp"):
+                try:
+                    os.unlink(os.path.join(self.snap_dir, f))
+                except FileNotFoundError:
+                    pass
 
     # ------------------------------------------------------------------ append (event loop)
     def append(self, effects: list, ts_ms: int, seq: int | None = None, epoch: int | None = None) -> int:
@@ -202,13 +285,20 @@ class Storage:
         header = {"seq": seq, "epoch": self.epoch, "history_id": self.history_id,
                   "created_ms": int(time.time() * 1000), "format": FORMAT_VERSION,
                   "keys": len(self.ks)}
+        _resolve_prctl()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # child: write and leave without running any parent cleanup
             code = 1
             try:
+                _snapshot_child_setup(parent)
                 snap.write_snapshot(self.snap_dir, self.ks, header)
                 code = 0
-            except BaseException:
+            except BaseException as e:
+                try:
+                    os.write(2, f"snapshot child {os.getpid()} failed: {e!r}\n".encode())
+                except OSError:
+                    pass
                 code = 1
             finally:
                 os._exit(code)
@@ -237,3 +327,71 @@ class Storage:
 
     def snapshot_path(self, seq: int) -> str:
         return os.path.join(self.snap_dir, snap.snapshot_name(seq))
+
+    # ------------------------------------------------------------------ replication (follower side)
+    def append_frame(self, frame: bytes, seq: int, epoch: int) -> None:
+        """Buffer a record received from the leader, byte for byte (its crc was verified);
+        the follower's log is then identical to the leader's, position for position."""
+        if seq != self.last_seq + 1:
+            raise ValueError(f"record seq {seq} does not follow {self.last_seq}")
+        if not self._buf:
+            self._buf_first = seq
+        self._buf += frame
+        self.last_seq = seq
+        if epoch > self.epoch:
+            self.epoch = epoch
+        self.records_since_snapshot += 1
+        self.bytes_since_snapshot += len(frame)
+
+    def install_snapshot(self, incoming_path: str, header: dict, chunks: list) -> None:
+        """Replace everything with a snapshot received from the leader (full resync).
+        Crash-safe: ``meta.resync`` marks the window in which the data dir is being replaced;
+        a node that finds it set at start wipes its data and resyncs again. IO thread."""
+        self.meta["resync"] = True
+        self.meta.save()
+        self.log.close()
+        self._buf.clear()
+        for seg in list(self.log.segments):
+            try:
+                os.unlink(seg.path)
+            except FileNotFoundError:
+                pass
+        self.log.segments = []
+        for _s, path in snap.list_snapshots(self.snap_dir):
+            os.unlink(path)
+        seq = int(header["seq"])
+        os.replace(incoming_path, self.snapshot_path(seq))
+        snap.load_into(self.ks, chunks)
+        self.snapshot_seq = seq
+        self.last_seq = self.written_seq = self.synced_seq = seq
+        self.epoch = int(header.get("epoch", 0))
+        self.log.last_seq = seq
+        self.log._new_segment(seq + 1)
+        self._buf_first = seq + 1
+        self.records_since_snapshot = 0
+        self.meta["history_id"] = header["history_id"]
+        self.meta["epoch"] = self.epoch
+        self.meta["resync"] = False
+        self.meta.save()
+
+    def adopt_history(self, history_id: str) -> None:
+        if self.meta["history_id"] != history_id:
+            self.meta["history_id"] = history_id
+            self.meta.save()
+
+    def wipe_if_interrupted_resync(self) -> bool:
+        """Called before recovery: a full resync that did not finish leaves unusable data."""
+        if not os.path.exists(self.meta.path):
+            return False
+        self.meta.load_or_create()
+        if not self.meta.data.get("resync"):
+            return False
+        import shutil
+
+        for sub in ("log", "snapshots", "relay"):
+            shutil.rmtree(os.path.join(self.dir, sub), ignore_errors=True)
+        self.meta["resync"] = False
+        self.meta["history_id"] = secrets.token_hex(20)
+        self.meta.save()
+        self._say("an interrupted full resync was found: local data discarded; it will be fetched again")
+        return True

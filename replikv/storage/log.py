@@ -20,12 +20,22 @@ Tricky cases (recovery, ``open``):
   crash artefact but corruption: ``CorruptLogError`` stops the node with the file and
   offset, rather than serve data with a hole in it.
 - Sequence numbers must be consecutive across frames and segments; a gap is corruption.
+- "Valid frames after" means frames that decode to a record with a later seq: a user
+  value that happens to contain frame-shaped bytes inside the torn record does not turn
+  a torn tail into a refusal to start.
+
+Threads. ``write_out`` may run on the event loop thread (fsync everysec/no) while ``sync``,
+``roll`` and ``remove_through`` run on the IO thread: one lock serialises every change to
+the open segment, ``sync`` fsyncs a duplicate of the descriptor (so a concurrent roll can
+never make it fsync a closed or reused descriptor), and ``roll`` starts the new segment at
+the next seq not yet written, whatever was written between the snapshot and the roll.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,17 +100,20 @@ def iter_frames(data: bytes | memoryview, start: int = 0) -> Iterator[tuple[int,
         off = end
 
 
-def _has_valid_frame_after(data: bytes, start: int) -> bool:
-    """Is there any well-formed frame starting after ``start``? (corruption vs torn tail)"""
+def _has_valid_frame_after(data: bytes, start: int, min_seq: int = 0) -> bool:
+    """Is there a well-formed record (seq > ``min_seq``) starting after ``start``?
+    (corruption vs torn tail)"""
     n = len(data)
+    mv = memoryview(data)
     for off in range(start + 1, n - FRAME.size):
         ln, crc = FRAME.unpack_from(data, off)
-        if 0 < ln <= n - off - FRAME.size and zlib.crc32(data[off + FRAME.size:off + FRAME.size + ln]) == crc:
+        if 0 < ln <= n - off - FRAME.size and zlib.crc32(mv[off + FRAME.size:off + FRAME.size + ln]) == crc:
             try:
-                decode_payload(data[off + FRAME.size:off + FRAME.size + ln])
+                rec = decode_payload(bytes(mv[off + FRAME.size:off + FRAME.size + ln]))
             except Exception:
                 continue
-            return True
+            if isinstance(rec.seq, int) and rec.seq > min_seq and isinstance(rec.effects, list):
+                return True
     return False
 
 
@@ -123,9 +136,10 @@ class RecordLog:
         self.name = name
         self.segments: list[Segment] = []
         self._fd: int | None = None
-        self.last_seq = 0
+        self.last_seq = 0              # the last seq in the log (written out, or recovered)
         self.truncated_bytes = 0       # reported by open() when a torn tail was cut
         self.truncation_note = ""
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ open / recovery
     def open(self, after_seq: int = 0) -> Iterator[Record]:
@@ -134,6 +148,9 @@ class RecordLog:
         os.makedirs(self.dir, exist_ok=True)
         names = sorted(f for f in os.listdir(self.dir) if f.endswith(".log"))
         self.segments = []
+        self.last_seq = 0
+        self.truncated_bytes = 0
+        self.truncation_note = ""
         for f in names:
             try:
                 first = int(f[:-4])
@@ -173,13 +190,15 @@ class RecordLog:
                 if rec is None or rec.seq != expect:
                     why = ("bad record" if payload is None or rec is None
                            else f"seq {rec.seq} where {expect} was expected")
-                    if is_last and not _has_valid_frame_after(data, off):
+                    if is_last and not _has_valid_frame_after(data, off, expect - 1):
                         self._truncate(seg, off, len(data) - off, why)
                         break
+                    where = ("with valid records after it" if is_last else
+                             "in a segment that is not the last one, so records after it exist")
                     raise CorruptLogError(
-                        f"{seg.path}: corrupt record at byte offset {off} ({why}) with valid records "
-                        f"after it; refusing to start. Restore this node from a replica or a snapshot, "
-                        f"or move the damaged segment away knowingly.")
+                        f"{seg.path}: corrupt record at byte offset {off} ({why}) {where}; refusing "
+                        f"to start rather than serve data with a hole in it. Restore this node from a "
+                        f"replica or a snapshot, or move the damaged segment away knowingly.")
                 last = rec.seq
                 expect += 1
                 good_end = end
@@ -212,6 +231,10 @@ class RecordLog:
 
     def start(self, next_seq: int) -> None:
         """Open the last segment for appending (or create the first at ``next_seq``)."""
+        with self._lock:
+            self._start(next_seq)
+
+    def _start(self, next_seq: int) -> None:
         if self.segments and (self.segments[-1].last_seq or self.segments[-1].first_seq == next_seq):
             seg = self.segments[-1]
             if seg.last_seq and seg.last_seq + 1 != next_seq:
@@ -225,12 +248,17 @@ class RecordLog:
 
     def _new_segment(self, first_seq: int) -> None:
         path = os.path.join(self.dir, f"{first_seq:020d}.log")
+        if any(s.path == path and s.last_seq for s in self.segments):
+            raise CorruptLogError(f"{path}: refusing to overwrite a segment that holds records")
+        # the old segment is made durable before the new one exists: a segment is never
+        # followed by another while its own tail may still be lost
+        if self._fd is not None:
+            os.fsync(self._fd)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
         os.write(fd, MAGIC)
         os.fsync(fd)
         self._fsync_dir()
         if self._fd is not None:
-            os.fsync(self._fd)
             os.close(self._fd)
         self._fd = fd
         # an empty trailing segment that never got a record is replaced
@@ -247,33 +275,50 @@ class RecordLog:
     def write_out(self, data: bytes, last_seq: int, first_seq: int) -> None:
         """Write already-framed records ``first_seq..last_seq`` to the current segment,
         rolling to a new segment first if the current one is full."""
-        seg = self.segments[-1]
-        if seg.size >= self.segment_bytes and seg.last_seq:
-            self._new_segment(first_seq)
+        with self._lock:
+            if first_seq != self.last_seq + 1:
+                # never write records out of order or twice: that would be a log with a hole
+                raise CorruptLogError(f"{self.name}: write of records {first_seq}..{last_seq} does not "
+                                      f"follow the last written record {self.last_seq}")
             seg = self.segments[-1]
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        seg.size += len(data)
-        seg.last_seq = last_seq
+            if seg.size >= self.segment_bytes and seg.last_seq:
+                self._new_segment(first_seq)
+                seg = self.segments[-1]
+            view = memoryview(data)
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            seg.size += len(data)
+            seg.last_seq = last_seq
+            self.last_seq = last_seq
 
     def sync(self) -> None:
-        if self._fd is not None:
-            os.fsync(self._fd)
+        """fsync what has been written out so far. May run concurrently with ``write_out``."""
+        with self._lock:
+            if self._fd is None:
+                return
+            fd = os.dup(self._fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
-    def roll(self, next_seq: int) -> None:
-        """Start a new segment at ``next_seq`` (snapshots roll so older segments can go)."""
-        if self.segments and self.segments[-1].last_seq:
-            self._new_segment(next_seq)
+    def roll(self, next_seq: int | None = None) -> None:
+        """Start a new segment (snapshots roll so older segments can go). It starts at the
+        next seq not yet written: normally ``next_seq`` (the snapshot position + 1); later if
+        records past the snapshot were written before the roll ran."""
+        with self._lock:
+            if self.segments and self.segments[-1].last_seq:
+                self._new_segment(self.segments[-1].last_seq + 1)
 
     def close(self) -> None:
-        if self._fd is not None:
-            try:
-                os.fsync(self._fd)
-            finally:
-                os.close(self._fd)
-                self._fd = None
+        with self._lock:
+            if self._fd is not None:
+                try:
+                    os.fsync(self._fd)
+                finally:
+                    os.close(self._fd)
+                    self._fd = None
 
     def _fsync_dir(self) -> None:
         try:
@@ -299,19 +344,21 @@ class RecordLog:
         what has been written out. Used by replication senders (issue: catch-up)."""
         out: list[tuple[int, bytes]] = []
         total = 0
-        for i, seg in enumerate(self.segments):
-            nxt_first = self.segments[i + 1].first_seq if i + 1 < len(self.segments) else None
-            if not seg.last_seq or seg.last_seq < seq or (nxt_first is not None and nxt_first <= seq):
+        with self._lock:
+            segs = [(s.first_seq, s.path, s.last_seq, s.size) for s in self.segments]
+        for i, (_first, path, seg_last, size) in enumerate(segs):
+            nxt_first = segs[i + 1][0] if i + 1 < len(segs) else None
+            if not seg_last or seg_last < seq or (nxt_first is not None and nxt_first <= seq):
                 continue
-            with open(seg.path, "rb") as fh:
-                data = fh.read(seg.size)
+            with open(path, "rb") as fh:
+                data = fh.read(size)
             for _off, end, payload in iter_frames(data, len(MAGIC)):
                 if payload is None:
                     break
                 rec_seq = msgpack.unpackb(payload, raw=False)[0]
                 if rec_seq < seq:
                     continue
-                if rec_seq > seg.last_seq:
+                if rec_seq > seg_last:
                     break
                 out.append((rec_seq, data[_off:end]))
                 total += end - _off
@@ -323,6 +370,10 @@ class RecordLog:
     def remove_through(self, seq: int, keep_bytes: int = 0) -> int:
         """Remove whole segments whose records are all ``<= seq`` (never the current one),
         keeping at least ``keep_bytes`` of the newest removable segments. Returns how many."""
+        with self._lock:
+            return self._remove_through(seq, keep_bytes)
+
+    def _remove_through(self, seq: int, keep_bytes: int) -> int:
         removable = []
         for i, seg in enumerate(self.segments[:-1]):
             nxt = self.segments[i + 1]

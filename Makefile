@@ -1,0 +1,22 @@
+# The two commands a newcomer needs (see README.md):
+#   make up     install replikv and start a local cluster, showing its nodes' status
+#   make test   install what the tests need and run them
+PYTHON ?= python3
+
+.PHONY: up test deps install
+
+install:
+	$(PYTHON) -m pip install -q -e .
+
+up: install
+	replikv up --data-dir .replikv
+
+deps:
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null; then \
+		echo "installing redis-server and redis-tools (redis-cli, redis-benchmark) from apt"; \
+		(apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools >/dev/null; \
+	fi
+	$(PYTHON) -m pip install -q -e '.[test]'
+
+test: deps
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests

@@ -1,0 +1,120 @@
+"""The cluster file: one TOML file that every node of a cluster reads.
+
+It names the mode, the replication settings and every node with its addresses, so the
+same file runs nodes on one machine or on several hosts::
+
+    mode = "leader"
+    ack = "semi-sync:1"          # async | semi-sync:K[:strict] | sync:LEVEL:K | sync:LEVEL:first:K:IDS
+    ack_timeout_ms = 1000
+    heartbeat_ms = 100
+    leader = 1                   # the node that leads at first
+
+    [[nodes]]
+    id = 1
+    host = "10.0.0.1"
+    port = 7100                  # RESP
+    peer_port = 7200             # peer protocol
+    http_port = 7300             # status, metrics
+
+A node picks its own entry by ``--node-id``. Errors name the bad field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+
+from ..core.replication import AckPolicy, PolicyError
+from .config import ConfigError
+
+MODES = ("leader",)
+
+
+@dataclass
+class PeerSpec:
+    node_id: int
+    host: str
+    port: int
+    peer_port: int
+    http_port: int
+
+
+@dataclass
+class ClusterConfig:
+    mode: str = "leader"
+    ack: str = "async"
+    ack_timeout_ms: int = 1000
+    heartbeat_ms: int = 100
+    leader_id: int = 1
+    resync_fresh_records: int = 50_000   # reuse the newest snapshot for a new follower if this recent
+    relay_segment_bytes: int = 16 * 1024 * 1024
+    nodes: list = field(default_factory=list)
+
+    def node(self, node_id: int) -> PeerSpec:
+        for n in self.nodes:
+            if n.node_id == node_id:
+                return n
+        raise ConfigError(f"nodes: no node with id {node_id} in the cluster file")
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode: must be one of {', '.join(MODES)}, got {self.mode!r}")
+        try:
+            AckPolicy.parse(self.ack)
+        except PolicyError as e:
+            raise ConfigError(f"ack: {e}") from None
+        for name in ("ack_timeout_ms", "heartbeat_ms", "resync_fresh_records", "relay_segment_bytes"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"{name}: must be a non-negative integer, got {v!r}")
+        if self.heartbeat_ms <= 0:
+            raise ConfigError("heartbeat_ms: must be positive")
+        if not self.nodes:
+            raise ConfigError("nodes: the cluster file lists no nodes")
+        ids = [n.node_id for n in self.nodes]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("nodes: duplicate node ids")
+        self.node(self.leader_id)
+
+
+def load_cluster(path: str) -> ClusterConfig:
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"cluster file {path}: not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"cluster file {path}: not valid TOML ({e})") from None
+    return cluster_from_dict(raw, path)
+
+
+def cluster_from_dict(raw: dict, where: str = "cluster file") -> ClusterConfig:
+    c = ClusterConfig()
+    nodes = raw.pop("nodes", [])
+    for k, v in raw.items():
+        name = k.strip().lower().replace("-", "_")
+        if name == "leader":
+            name = "leader_id"
+        if name not in ("mode", "ack", "ack_timeout_ms", "heartbeat_ms", "leader_id", "resync_fresh_records",
+                        "relay_segment_bytes"):
+            raise ConfigError(f"{k}: unknown setting in {where}")
+        setattr(c, name, v)
+    for i, n in enumerate(nodes):
+        try:
+            c.nodes.append(PeerSpec(int(n["id"]), str(n.get("host", "127.0.0.1")), int(n["port"]),
+                                    int(n.get("peer_port", int(n["port"]) + 10000)),
+                                    int(n.get("http_port", int(n["port"]) + 20000))))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"nodes[{i}]: needs id and port (integers): {e}") from None
+    c.validate()
+    return c
+
+
+def cluster_to_toml(c: ClusterConfig) -> str:
+    lines = [f'mode = "{c.mode}"', f'ack = "{c.ack}"', f"ack_timeout_ms = {c.ack_timeout_ms}",
+             f"heartbeat_ms = {c.heartbeat_ms}", f"leader = {c.leader_id}",
+             f"resync_fresh_records = {c.resync_fresh_records}", ""]
+    for n in c.nodes:
+        lines += ["[[nodes]]", f"id = {n.node_id}", f'host = "{n.host}"', f"port = {n.port}",
+                  f"peer_port = {n.peer_port}", f"http_port = {n.http_port}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,85 @@
+"""Replication commands a client or operator sends over RESP.
+
+  REPLICA STOP|START IO|APPLY|ALL   stop / start the follower's I/O task or apply task
+                                    (MySQL's STOP REPLICA IO_THREAD / SQL_THREAD)
+  REPLICA DELAY <ms>                apply records this long after the leader wrote them
+                                    (MySQL's SOURCE_DELAY); 0 turns it off
+  REPLICA STATUS                    this node's replication status as a map
+  ACKMODE [<policy>|DEFAULT]        this connection's acknowledgement policy for its writes
+                                    (async, semi-sync:K[:strict], sync:LEVEL:K, ...)
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..core import commands as C
+from ..core.replication import AckPolicy, PolicyError
+from ..core.resp import OK, Map, encode
+from .commandinfo import CONNECTION_COMMANDS
+from .conncommands import _CONN_COMMANDS
+
+
+def _reply(conn, r) -> None:
+    conn.reply_now(encode(r, conn.proto))
+
+
+def cmd_replica(node, conn, args):
+    if len(args) < 2:
+        raise C.CommandError(C.arity_error("replica"))
+    sub = args[1].upper()
+    r = node.repl
+    if sub == b"STATUS":
+        if r is None:
+            _reply(conn, Map([(b"mode", b"standalone")]))
+            return
+        st = r.status()
+        _reply(conn, Map([(k.encode(), v if isinstance(v, (int, str)) else json.dumps(v).encode())
+                          for k, v in st.items() if v is not None]))
+        return
+    if r is None or node.role != "follower":
+        raise C.CommandError("ERR this node is not a follower")
+    if sub in (b"STOP", b"START") and len(args) == 3:
+        what = args[2].lower().decode("utf-8", "replace")
+        if what in ("io_thread", "io-thread"):
+            what = "io"
+        if what in ("sql_thread", "sql", "apply_thread"):
+            what = "apply"
+        if what not in ("io", "apply", "all"):
+            raise C.CommandError("ERR REPLICA STOP|START takes IO, APPLY or ALL")
+        r.control(sub.decode().lower(), what)
+        _reply(conn, OK)
+    elif sub == b"DELAY" and len(args) == 3:
+        ms = C.parse_int(args[2])
+        if ms < 0:
+            raise C.CommandError("ERR delay must be >= 0 ms")
+        r.set_apply_delay(ms)
+        _reply(conn, OK)
+    else:
+        raise C.CommandError(
+            f"ERR unknown REPLICA subcommand '{args[1].decode('utf-8', 'replace')}'; "
+            "try STOP|START IO|APPLY|ALL, DELAY ms, STATUS")
+
+
+def cmd_ackmode(node, conn, args):
+    if len(args) == 1:
+        p = conn.ack_policy or (node.repl.policy if node.repl is not None else None)
+        _reply(conn, str(p or "async").encode())
+        return
+    if len(args) != 2:
+        raise C.CommandError(C.arity_error("ackmode"))
+    text = args[1].decode("utf-8", "replace")
+    if text.lower() == "default":
+        conn.ack_policy = None
+    else:
+        try:
+            conn.ack_policy = AckPolicy.parse(text)
+        except PolicyError as e:
+            raise C.CommandError(f"ERR {e}") from None
+    _reply(conn, OK)
+
+
+_CONN_COMMANDS[b"REPLICA"] = cmd_replica
+_CONN_COMMANDS[b"ACKMODE"] = cmd_ackmode
+CONNECTION_COMMANDS.setdefault("replica", (-2, ["admin", "noscript"]))
+CONNECTION_COMMANDS.setdefault("ackmode", (-1, ["fast"]))

@@ -1,0 +1,840 @@
+"""The asyncio shell of single-leader replication: peer sockets, relay log, apply task.
+
+Owns the IO of replication on the MySQL model:
+- leader: a peer server; for each follower one *sender* task (the binlog dump thread)
+  that streams log frames from the position the follower asks for, from an in-memory tail
+  of recent batches or else from the log files, with heartbeats carrying the leader's clock
+  when idle; and a reader of the follower's acknowledgements.
+- follower: an *I/O task* that receives frames into the durable relay log and acknowledges
+  "received" (written) and "flushed" (fsynced); an *apply task* (the SQL thread) that applies
+  relay records to the keyspace and appends them, byte for byte, to the node's own log, so
+  the applied position is the last record of that log: it is recovered with the data it
+  describes, atomically, and a restart resumes with no gap and no duplicate.
+Decisions (policies, fallback, lag, start mode) are made by core/replication.py.
+
+Tricky cases:
+- The leader streams only records that are locally durable under its fsync policy, so a
+  leader restart can never "forget" a record a follower already has.
+- A full resync replaces the follower's data crash-safely (Storage.install_snapshot).
+- Acks for "applied" are sent only once the applied records are visible to reads on the
+  follower, so "sync at applied" means a read there right after the ack sees the write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+
+import msgpack
+
+from ..core.peerproto import PeerDecoder, PeerProtocolError, encode_message
+from ..core.replication import AckPolicy, FollowerCore, LeaderCore
+from ..storage import snapshot as snap
+from ..storage.log import FORMAT_VERSION, RecordLog, decode_payload, iter_frames
+
+log = logging.getLogger("replikv.repl")
+
+TAIL_BYTES = 64 * 1024 * 1024
+SEND_BATCH_BYTES = 1 << 20
+SNAP_CHUNK = 256 * 1024
+
+
+class PeerConnection:
+    """A framed message stream over an asyncio StreamReader/Writer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.decoder = PeerDecoder()
+        self._ready: deque = deque()
+        peer = writer.get_extra_info("peername")
+        self.address = f"{peer[0]}:{peer[1]}" if peer else "?"
+
+    async def recv(self) -> dict:
+        while not self._ready:
+            data = await self.reader.read(1 << 20)
+            if not data:
+                raise ConnectionError("peer closed the connection")
+            self.decoder.feed(data)
+            while True:
+                m = self.decoder.next_message()
+                if m is None:
+                    break
+                self._ready.append(m)
+        return self._ready.popleft()
+
+    def send(self, msg: dict) -> None:
+        self.writer.write(encode_message(msg))
+
+    async def drain(self) -> None:
+        await self.writer.drain()
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class Replication:
+    """Replication for one node of a ``leader`` mode cluster."""
+
+    def __init__(self, node, cluster) -> None:
+        self.node = node
+        self.cluster = cluster
+        cfg = node.config
+        self.policy = AckPolicy.parse(cluster.ack)
+        self.leader_core = LeaderCore(self.policy, cluster.ack_timeout_ms)
+        self.follower_core = FollowerCore(apply_delay_ms=cfg.apply_delay_ms)
+        self.leader_id = cluster.leader_id
+        self.role = "leader" if cfg.node_id == self.leader_id else "follower"
+        self.tail: deque = deque()      # (first_seq, last_seq, frames) recently written
+        self.tail_bytes = 0
+        self._data_event = asyncio.Event()
+        self._senders: dict[int, asyncio.Task] = {}
+        self._peer_server = None
+        self._tasks: list[asyncio.Task] = []
+        self.io_running = False
+        self.apply_running = False
+        self._io_wanted = True
+        self._apply_wanted = True
+        self._apply_wake = asyncio.Event()
+        self.relay: RecordLog | None = None
+        self.apply_queue: deque = deque()   # (seq, epoch, ts_ms, effects, frame)
+        self.queue_overflow = False
+        self._ack_scheduled = False
+        self._peer: PeerConnection | None = None
+        self.full_resyncs = 0
+        self.last_resync_reason = ""
+        self.snapshot_waiters: list[asyncio.Future] = []
+        self.degraded_events = 0
+        self.ack_timeouts = 0
+        self.wait_list: list = []        # WAIT commands in progress: [conn, n, target, deadline, slot]
+        self.relay_written = 0
+        self.relay_synced = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        node = self.node
+        cfg = node.config
+        node.role = self.role
+        node.accepts_writes = self.role == "leader"
+        self.leader_core.last_seq = node.storage.last_seq
+        self._peer_server = await asyncio.start_server(self._handle_peer, cfg.host, cfg.effective_peer_port,
+                                                       reuse_address=True)
+        self._tasks.append(asyncio.create_task(self._tick_loop(), name="repl-tick"))
+        if self.role == "follower":
+            await self._open_relay()
+            self._tasks.append(asyncio.create_task(self._io_task(), name="repl-io"))
+            self._tasks.append(asyncio.create_task(self._apply_task(), name="repl-apply"))
+        log.info("replication: node %d is %s (leader: node %d, ack %s)", cfg.node_id, self.role,
+                 self.leader_id, self.policy)
+
+    async def stop(self) -> None:
+        if self._peer_server is not None:
+            self._peer_server.close()
+        for t in list(self._tasks) + list(self._senders.values()):
+            t.cancel()
+        if self._peer is not None:
+            self._peer.close()
+        if self.relay is not None:
+            await asyncio.get_running_loop().run_in_executor(self.node._io, self.relay.close)
+
+    # ------------------------------------------------------------------ node hooks
+    def on_written(self, data: bytes, first: int, last: int) -> None:
+        """The node wrote records first..last to its log (under its fsync policy)."""
+        if self.role != "leader":
+            return
+        self.tail.append((first, last, data))
+        self.tail_bytes += len(data)
+        while self.tail_bytes > TAIL_BYTES and len(self.tail) > 1:
+            f = self.tail.popleft()
+            self.tail_bytes -= len(f[2])
+        self._data_event.set()
+
+    def on_appended(self, first: int, last: int, now_ms: int) -> None:
+        if self.role == "leader":
+            self.leader_core.on_append(first, last, now_ms)
+
+    def visible(self, local_durable: int) -> int:
+        if self.role != "leader":
+            return local_durable
+        return self.leader_core.policy_watermark(self.policy, local_durable)
+
+    def watermark_for(self, policy: AckPolicy, local_durable: int) -> int:
+        if self.role != "leader":
+            return local_durable
+        return self.leader_core.policy_watermark(policy, local_durable)
+
+    def on_visible(self, seq: int) -> None:
+        if self.role == "follower":
+            self._schedule_ack()
+
+    # ------------------------------------------------------------------ leader: peer server
+    async def _handle_peer(self, reader, writer) -> None:
+        conn = PeerConnection(reader, writer)
+        fid = None
+        try:
+            hello = await asyncio.wait_for(conn.recv(), 10)
+            if hello.get("t") != "hello":
+                raise PeerProtocolError(f"expected hello, got {hello.get('t')}")
+            fid = int(hello["node_id"])
+            if self.role != "leader":
+                conn.send({"t": "refuse", "reason": f"node {self.node.config.node_id} is not the leader; "
+                           f"the leader is node {self.leader_id}", "leader_id": self.leader_id})
+                await conn.drain()
+                return
+            if int(hello.get("format", FORMAT_VERSION)) != FORMAT_VERSION:
+                conn.send({"t": "refuse", "reason": (
+                    f"storage format version {hello.get('format')} differs from the leader's {FORMAT_VERSION}")})
+                await conn.drain()
+                return
+            old = self._senders.pop(fid, None)
+            if old is not None:
+                old.cancel()
+            st = self.node.storage
+            now = self.node.clock.now_ms()
+            f = self.leader_core.on_connect(fid, now, conn.address)
+            f.received = f.flushed = int(hello.get("received", 0))
+            f.applied = int(hello.get("applied", 0))
+            mode, reason = self.leader_core.start_decision(
+                hello.get("history_id", ""), int(hello.get("received", 0)) + 1, st.history_id,
+                await self._log_first_seq(), self.node.durable_seq())
+            log.info("follower %d connected from %s: %s%s", fid, conn.address, mode,
+                     f" ({reason})" if reason else f" from seq {int(hello.get('received', 0)) + 1}")
+            if mode == "snapshot":
+                f.state = "snapshot"
+                f.full_resyncs += 1
+                f.last_resync_reason = reason
+                self.node.metrics.full_resyncs.inc()
+            conn.send({"t": "welcome", "leader_id": self.node.config.node_id, "history_id": st.history_id,
+                       "epoch": st.epoch, "mode": mode, "reason": reason,
+                       "start_seq": int(hello.get("received", 0)) + 1})
+            sender = asyncio.create_task(self._sender(conn, fid, mode, int(hello.get("received", 0)) + 1))
+            self._senders[fid] = sender
+            while True:
+                msg = await conn.recv()
+                if msg.get("t") == "ack":
+                    events = self.leader_core.on_ack(fid, int(msg["received"]), int(msg["flushed"]),
+                                                     int(msg["applied"]), self.node.clock.now_ms())
+                    self._handle_events(events)
+                    self.node._advance_visible()
+                    self._check_waits()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, PeerProtocolError, OSError) as e:
+            if fid is not None:
+                log.info("follower %d disconnected: %s", fid, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("peer connection from %s failed", conn.address)
+        finally:
+            if fid is not None:
+                t = self._senders.get(fid)
+                if t is not None and t is not asyncio.current_task():
+                    t.cancel()
+                    self._senders.pop(fid, None)
+                self.leader_core.on_disconnect(fid)
+            conn.close()
+
+    async def _log_first_seq(self) -> int:
+        st = self.node.storage
+        return await asyncio.get_running_loop().run_in_executor(self.node._io, lambda: st.log.first_seq)
+
+    async def _sender(self, conn: PeerConnection, fid: int, mode: str, next_seq: int) -> None:
+        """The binlog dump thread for one follower."""
+        node = self.node
+        hb = self.cluster.heartbeat_ms / 1000
+        try:
+            if mode == "snapshot":
+                next_seq = await self._send_snapshot(conn, fid)
+            while True:
+                limit = node.durable_seq()
+                if next_seq <= limit:
+                    frames, last = await self._frames(next_seq, limit)
+                    if frames is None:
+                        log.warning("follower %d needs seq %d which the leader no longer has; "
+                                    "dropping it so it resyncs", fid, next_seq)
+                        return
+                    conn.send({"t": "records", "first": next_seq, "last": last, "frames": frames,
+                               "leader_last": limit, "leader_time_ms": node.clock.now_ms()})
+                    next_seq = last + 1
+                    await conn.drain()
+                    continue
+                self._data_event.clear()
+                try:
+                    await asyncio.wait_for(self._data_event.wait(), hb)
+                except asyncio.TimeoutError:
+                    conn.send({"t": "hb", "leader_last": node.durable_seq(), "leader_time_ms": node.clock.now_ms(),
+                               "commit": node.visible_seq})
+                    await conn.drain()
+        except (ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sender to follower %d failed", fid)
+        finally:
+            conn.close()
+
+    async def _frames(self, seq: int, limit: int) -> tuple[bytes | None, int]:
+        """Frames seq..(<= limit), from the in-memory tail or the log files."""
+        tail = self.tail
+        if tail and tail[0][0] <= seq:
+            parts = []
+            size = 0
+            last = seq - 1
+            for first, lst, data in tail:
+                if lst < seq or first > limit:
+                    continue
+                if first < seq or lst > limit:
+                    # split a batch at frame boundaries
+                    chunk = []
+                    for off, end, payload in iter_frames(data):
+                        s = msgpack.unpackb(payload, raw=False)[0]
+                        if seq <= s <= limit and s == last + 1:
+                            chunk.append(data[off:end])
+                            last = s
+                    parts.append(b"".join(chunk))
+                else:
+                    if first != last + 1:
+                        break
+                    parts.append(data)
+                    last = lst
+                size += len(parts[-1])
+                if size >= SEND_BATCH_BYTES:
+                    break
+            if last >= seq:
+                return b"".join(parts), last
+        st = self.node.storage
+        loop = asyncio.get_running_loop()
+        got = await loop.run_in_executor(self.node._io, st.log.read_from, seq, SEND_BATCH_BYTES)
+        got = [(s, fr) for s, fr in got if s <= limit]
+        if not got or got[0][0] != seq:
+            return None, 0
+        return b"".join(fr for _, fr in got), got[-1][0]
+
+    async def _send_snapshot(self, conn: PeerConnection, fid: int) -> int:
+        node = self.node
+        st = node.storage
+        seq, path = await self._snapshot_for_transfer()
+        size = os.path.getsize(path)
+        log.info("sending snapshot at seq %d (%d bytes) to follower %d", seq, size, fid)
+        conn.send({"t": "snap_begin", "seq": seq, "size": size, "history_id": st.history_id, "epoch": st.epoch})
+        loop = asyncio.get_running_loop()
+        fh = await loop.run_in_executor(None, open, path, "rb")
+        try:
+            while True:
+                chunk = await loop.run_in_executor(None, fh.read, SNAP_CHUNK)
+                if not chunk:
+                    break
+                conn.send({"t": "snap_chunk", "data": chunk})
+                await conn.drain()
+        finally:
+            fh.close()
+        conn.send({"t": "snap_end", "seq": seq})
+        await conn.drain()
+        f = self.leader_core.follower(fid)
+        f.state = "catching-up"
+        return seq + 1
+
+    async def _snapshot_for_transfer(self) -> tuple[int, str]:
+        """A snapshot file to send: the newest one if recent enough, else a fresh fork."""
+        node = self.node
+        st = node.storage
+        snaps = snap.list_snapshots(st.snap_dir)
+        if snaps and st.records_since_snapshot < self.cluster.resync_fresh_records and not node.snapshot_in_progress:
+            seq, path = snaps[-1]
+            try:
+                fh = open(path, "rb")  # keep it open: a later snapshot may unlink it meanwhile
+                fh.close()
+                return seq, path
+            except FileNotFoundError:
+                pass
+        fut = asyncio.get_running_loop().create_future()
+        self.snapshot_waiters.append(fut)
+        if not node.snapshot_in_progress:
+            node.start_snapshot()
+        seq = await fut
+        return seq, st.snapshot_path(seq)
+
+    def snapshot_done(self, seq: int, ok: bool) -> None:
+        waiters, self.snapshot_waiters = self.snapshot_waiters, []
+        for fut in waiters:
+            if fut.done():
+                continue
+            if ok:
+                fut.set_result(seq)
+            else:
+                fut.set_exception(RuntimeError("snapshot for the follower failed"))
+
+    # ------------------------------------------------------------------ leader: acks, WAIT, events
+    def _handle_events(self, events) -> None:
+        for ev in events:
+            if ev.kind == "degraded":
+                self.degraded_events += 1
+                self.node.metrics.semisync_fallbacks.inc()
+                log.warning("%s", ev.detail)
+            elif ev.kind == "recovered":
+                log.warning("%s", ev.detail)
+            elif ev.kind == "ack-timeout":
+                self.ack_timeouts += 1
+                log.warning("%s (writes up to seq %d)", ev.detail, ev.upto_seq)
+
+    def wait_replicas(self, conn, n: int, timeout_ms: int) -> None:
+        """WAIT numreplicas timeout: Redis semantics (replicas that received the connection's
+        last write), answered in order with the connection's other replies."""
+        target = conn.last_write_seq
+        count = self.leader_core.replicas_at(target, "received") if self.role == "leader" else 0
+        if count >= n or self.role != "leader" or target == 0 and n <= count:
+            conn.reply_now(self.node.encode_for(conn, count))
+            return
+        slot = conn.reply_slot()
+        deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+        self.wait_list.append([conn, n, target, deadline, slot])
+
+    def _check_waits(self, now: float | None = None) -> None:
+        if not self.wait_list:
+            return
+        keep = []
+        for item in self.wait_list:
+            conn, n, target, deadline, slot = item
+            count = self.leader_core.replicas_at(target, "received")
+            if count >= n or (deadline is not None and (now or time.monotonic()) >= deadline) or conn.closing:
+                conn.fill_slot(slot, self.node.encode_for(conn, count))
+            else:
+                keep.append(item)
+        self.wait_list = keep
+
+    async def _tick_loop(self) -> None:
+        node = self.node
+        while True:
+            await asyncio.sleep(min(self.cluster.heartbeat_ms, 100) / 1000)
+            try:
+                now = node.clock.now_ms()
+                if self.role == "leader":
+                    events = self.leader_core.tick(now, node.durable_seq())
+                    self._handle_events(events)
+                    node._advance_visible()
+                    node.expire_waiting(self.cluster.ack_timeout_ms)
+                    self._check_waits()
+                else:
+                    self._schedule_ack()
+                    await self._purge_relay()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("replication tick failed")
+
+    # ------------------------------------------------------------------ follower: relay log
+    async def _open_relay(self) -> None:
+        node = self.node
+        st = node.storage
+        self.relay = RecordLog(os.path.join(node.config.data_dir, "relay"), self.cluster.relay_segment_bytes,
+                               name="relay")
+        loop = asyncio.get_running_loop()
+
+        def open_relay():
+            last_kept = 0
+            for rec in self.relay.open(after_seq=0):
+                last_kept = rec.seq
+            if self.relay.truncation_note:
+                log.warning("%s", self.relay.truncation_note)
+            applied = st.last_seq
+            if self.relay.last_seq < applied or (self.relay.segments and self.relay.first_seq > applied + 1):
+                # the relay log is behind the data (or does not connect to it): restart it at applied + 1
+                for seg in list(self.relay.segments):
+                    try:
+                        os.unlink(seg.path)
+                    except FileNotFoundError:
+                        pass
+                self.relay.segments = []
+                self.relay.last_seq = applied
+                self.relay._new_segment(applied + 1)
+            else:
+                self.relay.start(self.relay.last_seq + 1)
+            return last_kept
+
+        await loop.run_in_executor(node._io, open_relay)
+        fc = self.follower_core
+        fc.received = fc.flushed = self.relay_written = self.relay_synced = max(self.relay.last_seq, st.last_seq)
+        fc.applied = st.last_seq
+        fc.state = "connecting"
+        log.info("relay log: received up to %d, applied up to %d", fc.received, fc.applied)
+
+    async def _purge_relay(self) -> None:
+        if self.relay is None or len(self.relay.segments) < 2:
+            return
+        applied = self.follower_core.applied
+        await asyncio.get_running_loop().run_in_executor(self.node._io, self.relay.remove_through, applied, 0)
+
+    # ------------------------------------------------------------------ follower: I/O task
+    def leader_spec(self):
+        return self.cluster.node(self.leader_id)
+
+    async def _io_task(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._io_wanted:
+                self.io_running = False
+                self.follower_core.link_up = False
+                await self._io_resume.wait()
+            self.io_running = True
+            spec = self.leader_spec()
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(spec.host, spec.peer_port), 2.0)
+            except (OSError, asyncio.TimeoutError) as e:
+                self.follower_core.link_up = False
+                log.debug("cannot reach leader node %d at %s:%d: %s", self.leader_id, spec.host, spec.peer_port, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            conn = PeerConnection(reader, writer)
+            self._peer = conn
+            try:
+                await self._follow(conn)
+                backoff = 0.05
+            except (ConnectionError, asyncio.IncompleteReadError, PeerProtocolError, OSError) as e:
+                log.info("link to leader node %d lost: %s", self.leader_id, e)
+            except asyncio.CancelledError:
+                conn.close()
+                raise
+            except _Refused as e:
+                log.error("leader refused this follower: %s", e)
+                await asyncio.sleep(1.0)
+            finally:
+                self.follower_core.link_up = False
+                self._peer = None
+                conn.close()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
+
+    @property
+    def _io_resume(self) -> asyncio.Event:
+        ev = getattr(self, "_io_resume_ev", None)
+        if ev is None:
+            ev = self._io_resume_ev = asyncio.Event()
+        return ev
+
+    async def _follow(self, conn: PeerConnection) -> None:
+        node = self.node
+        st = node.storage
+        fc = self.follower_core
+        conn.send({"t": "hello", "node_id": node.config.node_id, "history_id": st.history_id,
+                   "received": fc.received, "applied": fc.applied, "epoch": st.epoch, "format": FORMAT_VERSION})
+        await conn.drain()
+        welcome = await asyncio.wait_for(conn.recv(), 10)
+        if welcome["t"] == "refuse":
+            raise _Refused(welcome.get("reason", "refused"))
+        if welcome["t"] != "welcome":
+            raise PeerProtocolError(f"expected welcome, got {welcome['t']}")
+        fc.link_up = True
+        fc.last_message_ms = node.clock.now_ms()
+        if welcome["mode"] == "snapshot":
+            fc.state = "snapshot"
+            self.full_resyncs += 1
+            self.last_resync_reason = welcome.get("reason", "")
+            log.warning("full resync from the leader: %s", self.last_resync_reason)
+        else:
+            fc.state = "catching-up"
+            if welcome["history_id"] != st.history_id:
+                await asyncio.get_running_loop().run_in_executor(node._io, st.adopt_history, welcome["history_id"])
+        self._schedule_ack()
+        incoming = None
+        snap_header = None
+        hb_timeout = max(self.cluster.heartbeat_ms * 30, 3000) / 1000
+        while True:
+            if not self._io_wanted:
+                return
+            msg = await asyncio.wait_for(conn.recv(), hb_timeout)
+            t = msg["t"]
+            now = node.clock.now_ms()
+            if t == "records":
+                await self._on_records(msg)
+                fc.on_leader_clock(int(msg["leader_last"]), int(msg["leader_time_ms"]), now)
+            elif t == "hb":
+                fc.on_leader_clock(int(msg["leader_last"]), int(msg["leader_time_ms"]), now)
+                self._schedule_ack()
+            elif t == "snap_begin":
+                snap_header = msg
+                path = os.path.join(st.snap_dir, "incoming.tmp")
+                os.makedirs(st.snap_dir, exist_ok=True)
+                incoming = open(path, "wb")
+            elif t == "snap_chunk":
+                incoming.write(msg["data"])
+            elif t == "snap_end":
+                incoming.flush()
+                os.fsync(incoming.fileno())
+                incoming.close()
+                incoming = None
+                await self._install_snapshot(snap_header)
+                fc.on_leader_clock(int(snap_header["seq"]), node.clock.now_ms(), now)
+            else:
+                raise PeerProtocolError(f"unexpected message {t} from the leader")
+
+    async def _install_snapshot(self, header: dict) -> None:
+        node = self.node
+        st = node.storage
+        path = os.path.join(st.snap_dir, "incoming.tmp")
+        loop = asyncio.get_running_loop()
+
+        def validate():
+            with open(path, "rb") as fh:
+                return snap.read_snapshot_bytes(fh.read())
+
+        hdr, chunks = await loop.run_in_executor(None, validate)
+        if int(hdr["seq"]) != int(header["seq"]):
+            raise PeerProtocolError("snapshot header does not match snap_begin")
+        # stop applying while the data is replaced
+        self.apply_queue.clear()
+        self.queue_overflow = False
+        node._flush()  # write out whatever was applied before; it is about to be replaced
+        while node._writer_busy:
+            await asyncio.sleep(0.005)
+
+        def install():
+            st.install_snapshot(path, hdr, chunks)
+            relay = self.relay
+            relay.close()
+            for seg in list(relay.segments):
+                try:
+                    os.unlink(seg.path)
+                except FileNotFoundError:
+                    pass
+            relay.segments = []
+            relay.last_seq = st.last_seq
+            relay._new_segment(st.last_seq + 1)
+
+        await loop.run_in_executor(node._io, install)
+        seq = st.last_seq
+        fc = self.follower_core
+        fc.received = fc.flushed = fc.applied = seq
+        self.relay_written = self.relay_synced = seq
+        fc.state = "catching-up"
+        node.visible_seq = seq
+        node.release_all_waiters()
+        log.info("snapshot at seq %d installed (%d keys); catching up from %d", seq, len(st.ks), seq + 1)
+        self._schedule_ack()
+
+    async def _on_records(self, msg: dict) -> None:
+        node = self.node
+        fc = self.follower_core
+        frames = msg["frames"]
+        first, last = int(msg["first"]), int(msg["last"])
+        if first != fc.received + 1:
+            raise PeerProtocolError(f"records start at {first} but {fc.received + 1} was expected")
+        recs = []
+        expect = first
+        for off, end, payload in iter_frames(frames):
+            if payload is None:
+                raise PeerProtocolError("a replicated record failed its checksum")
+            rec = decode_payload(payload)
+            if rec.seq != expect:
+                raise PeerProtocolError(f"replicated record seq {rec.seq} where {expect} was expected")
+            recs.append((rec.seq, rec.epoch, rec.ts_ms, rec.effects, frames[off:end]))
+            expect += 1
+        if expect - 1 != last:
+            raise PeerProtocolError("records message is inconsistent")
+        sync = node.config.fsync == "always"
+        loop = asyncio.get_running_loop()
+        relay = self.relay
+        # received = in the relay log (written to the OS); flushed = fsynced
+        await loop.run_in_executor(node._io, relay.write_out, frames, last, first)
+        self.relay_written = last
+        fc.on_received(last)
+        if not self.queue_overflow and len(self.apply_queue) < 200_000:
+            self.apply_queue.extend(recs)
+        else:
+            self.queue_overflow = True
+        self._apply_wake.set()
+        self._schedule_ack()
+        if sync:
+            await loop.run_in_executor(node._io, relay.sync)
+            self.relay_synced = last
+            fc.on_flushed(last)
+            self._schedule_ack()
+
+    async def relay_sync_everysec(self) -> None:
+        if self.relay is None or self.relay_synced >= self.relay_written:
+            return
+        target = self.relay_written
+        await asyncio.get_running_loop().run_in_executor(self.node._io, self.relay.sync)
+        self.relay_synced = target
+        self.follower_core.on_flushed(target)
+        self._schedule_ack()
+
+    # ------------------------------------------------------------------ follower: acks
+    def _schedule_ack(self) -> None:
+        if self._ack_scheduled or self.role != "follower":
+            return
+        self._ack_scheduled = True
+        asyncio.get_running_loop().call_soon(self._send_ack)
+
+    def _send_ack(self) -> None:
+        self._ack_scheduled = False
+        conn = self._peer
+        if conn is None:
+            return
+        fc = self.follower_core
+        node = self.node
+        if node.config.fsync != "always" and node.config.fsync != "everysec":
+            flushed = self.relay_written
+        else:
+            flushed = self.relay_synced
+        applied = min(node.visible_seq, fc.applied)
+        try:
+            conn.send({"t": "ack", "received": self.relay_written, "flushed": flushed, "applied": applied,
+                       "time_ms": node.clock.now_ms()})
+        except Exception:  # noqa: BLE001 - a broken link is noticed by the I/O task
+            pass
+
+    # ------------------------------------------------------------------ follower: apply task
+    async def _apply_task(self) -> None:
+        node = self.node
+        st = node.storage
+        fc = self.follower_core
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._apply_wanted:
+                self.apply_running = False
+                self._apply_wake.clear()
+                await self._apply_wake.wait()
+                continue
+            self.apply_running = True
+            nxt = st.last_seq + 1
+            q = self.apply_queue
+            while q and q[0][0] < nxt:
+                q.popleft()
+            if not q or q[0][0] != nxt:
+                if self.relay_written >= nxt:
+                    # not in memory (restart, overflow): read the relay log from disk
+                    got = await loop.run_in_executor(node._io, self.relay.read_from, nxt, 4 << 20)
+                    if got and got[0][0] == nxt:
+                        recs = []
+                        for s, fr in got:
+                            rec = decode_payload(fr[8:])
+                            recs.append((s, rec.epoch, rec.ts_ms, rec.effects, fr))
+                        q.extendleft(reversed(recs))
+                        if self.queue_overflow and q and q[-1][0] >= self.relay_written:
+                            self.queue_overflow = False
+                        continue
+                fc.next_unapplied_ts = None
+                self._apply_wake.clear()
+                try:
+                    await asyncio.wait_for(self._apply_wake.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            # apply a batch without yielding, then let the loop breathe
+            n = 0
+            apply = st.ks.apply
+            while q and n < 2000 and self._apply_wanted:
+                seq, epoch, ts, effects, frame = q[0]
+                if seq != st.last_seq + 1:
+                    break
+                if fc.apply_delay_ms:
+                    wait = fc.apply_wait_ms(ts, node.clock.now_ms())
+                    if wait > 0:
+                        fc.next_unapplied_ts = ts
+                        break
+                q.popleft()
+                for eff in effects:
+                    apply(eff, seq)
+                st.append_frame(frame, seq, epoch)
+                fc.on_applied(seq, ts)
+                n += 1
+            fc.next_unapplied_ts = q[0][2] if q else None
+            if n:
+                node.schedule_log_flush()
+                await asyncio.sleep(0)
+            else:
+                wait = fc.apply_wait_ms(q[0][2], node.clock.now_ms()) if q else 50
+                self._apply_wake.clear()
+                try:
+                    await asyncio.wait_for(self._apply_wake.wait(), max(min(wait, 200), 1) / 1000)
+                except asyncio.TimeoutError:
+                    pass
+
+    # ------------------------------------------------------------------ operator controls
+    def control(self, action: str, what: str) -> None:
+        """STOP/START the IO task, the apply task, or both (MySQL's STOP REPLICA IO_THREAD)."""
+        if self.role != "follower":
+            raise ValueError("this node is not a follower")
+        io = what in ("io", "all")
+        ap = what in ("apply", "all")
+        if action == "stop":
+            if io:
+                self._io_wanted = False
+                self._io_resume.clear()
+                if self._peer is not None:
+                    self._peer.close()
+                self.io_running = False
+                self.follower_core.link_up = False
+            if ap:
+                self._apply_wanted = False
+                self.apply_running = False
+        else:
+            if io:
+                self._io_wanted = True
+                self._io_resume.set()
+            if ap:
+                self._apply_wanted = True
+                self._apply_wake.set()
+        log.info("replication %s %s", action, what)
+
+    def set_apply_delay(self, ms: int) -> None:
+        self.follower_core.apply_delay_ms = ms
+        self.node.config.apply_delay_ms = ms
+        self._apply_wake.set()
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict:
+        node = self.node
+        now = node.clock.now_ms()
+        out = {"mode": "leader", "role": self.role, "leader_id": self.leader_id, "ack": str(self.policy),
+               "ack_timeout_ms": self.cluster.ack_timeout_ms}
+        if self.role == "leader":
+            lc = self.leader_core
+            out["semi_sync_degraded"] = lc.degraded
+            out["semi_sync_fallbacks"] = lc.degradations
+            out["ack_timeouts"] = self.ack_timeouts
+            out["commit_seq"] = node.visible_seq
+            fl = []
+            for f in sorted(lc.followers.values(), key=lambda x: x.node_id):
+                fl.append({"node_id": f.node_id, "state": f.state, "link": "up" if f.connected else "down",
+                           "address": f.address, "received": f.received, "flushed": f.flushed,
+                           "applied": f.applied, "lag": lc.lag(f, now),
+                           "last_ack_ms_ago": (now - f.last_ack_ms) if f.last_ack_ms else None,
+                           "full_resyncs": f.full_resyncs, "last_resync_reason": f.last_resync_reason})
+            out["followers"] = fl
+        else:
+            fc = self.follower_core
+            spec = self.leader_spec()
+            out.update({
+                "leader": f"{spec.host}:{spec.port}", "state": fc.state,
+                "link": "up" if fc.link_up else "down", "io_task": "running" if self.io_running else "stopped",
+                "apply_task": "running" if self.apply_running else "stopped",
+                "received": self.relay_written, "flushed": self.relay_synced, "applied": fc.applied,
+                "leader_last": fc.leader_last, "lag": fc.apply_lag(now), "apply_delay_ms": fc.apply_delay_ms,
+                "full_resyncs": self.full_resyncs, "last_resync_reason": self.last_resync_reason,
+                "max_lag_ms": node.config.max_lag_ms,
+            })
+        return out
+
+    def lag_refusal(self) -> str | None:
+        """On a follower with max_lag_ms set: why reads are refused now, or None."""
+        bound = self.node.config.max_lag_ms
+        if self.role != "follower" or not bound:
+            return None
+        lag = self.follower_core.apply_lag(self.node.clock.now_ms())["applied"]
+        if lag["seconds"] * 1000 > bound:
+            spec = self.leader_spec()
+            return (f"LAGGING this replica is {lag['seconds']:.3f}s ({lag['entries']} entries) behind the leader, "
+                    f"more than max-lag {bound} ms; read from the leader at {spec.host}:{spec.port}")
+        return None
+
+
+class _Refused(Exception):
+    pass
