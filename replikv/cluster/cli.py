@@ -59,45 +59,67 @@ def node(config_path, no_uvloop, **flags) -> None:
     sys.exit(run_node(cfg, use_uvloop=not no_uvloop))
 
 
-def _status_table(rows: list[dict]):
-    from rich.table import Table
+def _console():
+    from rich.console import Console
 
-    t = Table(title="replikv cluster", expand=False)
-    for col in ("node", "address", "role", "position (history:seq)", "keys", "fsync", "clients", "http", "state"):
-        t.add_column(col)
-    for r in rows:
-        state = "up" if r.get("reachable") else ("running, not answering" if r.get("running") else "down")
-        pos = f"{r.get('history_id', '?')[:8]}:{r.get('last_seq', '?')}" if r.get("reachable") else "-"
-        t.add_row(str(r["node_id"]), r["address"], str(r.get("role", "-")), pos, str(r.get("keys", "-")),
-                  str(r.get("fsync", "-")), str(r.get("clients", "-")), r["http"], state)
-    return t
+    # a pipe or a file gets a wide table rather than 80 cramped columns
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _status_table(rows: list[dict]):
+    from .statusview import status_renderable
+
+    return status_renderable(rows)
 
 
 @main.command()
-@click.option("--nodes", type=int, default=1, show_default=True)
+@click.option("--mode", type=click.Choice(["standalone", "leader"]), default=None,
+              help="standalone nodes, or single-leader replication (node 1 leads at first).")
+@click.option("--nodes", type=int, default=None, help="Number of nodes (default 1, or 3 in leader mode). "
+              "More than a running cluster has adds nodes to it.")
 @click.option("--base-port", type=int, default=7100, show_default=True)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=".replikv", show_default=True)
 @click.option("--fsync", type=click.Choice(["always", "everysec", "no"]), default=None)
+@click.option("--ack", default=None, help="async | semi-sync:K[:strict] | sync:LEVEL:K | sync:LEVEL:first:K:IDS")
+@click.option("--ack-timeout-ms", type=int, default=None)
+@click.option("--heartbeat-ms", type=int, default=None)
 @click.option("--detach", is_flag=True, help="Return once the nodes answer; stop them with `replikv down`.")
-def up(nodes, base_port, data_dir, fsync, detach) -> None:
+def up(mode, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms, heartbeat_ms, detach) -> None:
     """Start a local cluster (or restart its stopped nodes) and show its status."""
+    from ..server.config import ConfigError
+
     settings = {}
     if fsync:
         settings["fsync"] = fsync
+    cluster_settings = {k: v for k, v in (("ack", ack), ("ack_timeout_ms", ack_timeout_ms),
+                                          ("heartbeat_ms", heartbeat_ms)) if v is not None}
     try:
-        cl = LocalCluster.load(data_dir)
-        if settings:
+        try:
+            cl = LocalCluster.load(data_dir)
+            if mode and mode != cl.mode:
+                raise ClusterError(f"the cluster in {data_dir} runs in mode {cl.mode}, not {mode}; "
+                                   f"use another --data-dir or `replikv down` and remove it")
             cl.settings.update(settings)
-    except ClusterError:
-        cl = LocalCluster.create(data_dir, nodes, base_port, settings=settings)
+            cl.cluster_settings.update(cluster_settings)
+            while nodes and len(cl.nodes) < nodes:
+                cl.add_node()
+        except ClusterError:
+            if os.path.exists(os.path.join(data_dir, "cluster.json")):
+                raise
+            mode = mode or ("leader" if ack else "standalone")
+            n = nodes or (3 if mode == "leader" else 1)
+            cl = LocalCluster.create(data_dir, n, base_port, mode=mode, settings=settings,
+                                     cluster_settings=cluster_settings)
+        cl.save()
+    except (ClusterError, ConfigError) as e:
+        click.echo(f"replikv: {e}", err=True)
+        sys.exit(2)
     try:
         started = cl.start()
     except ClusterError as e:
         click.echo(f"replikv: {e}", err=True)
         sys.exit(1)
-    from rich.console import Console
-
-    con = Console()
+    con = _console()
     for n in cl.nodes:
         con.print(f"node {n.node_id}: RESP {n.address}  HTTP http://{n.host}:{n.http_port}/status  "
                   f"data {n.data_dir}" + ("  (started)" if n.node_id in started else "  (already running)"))
@@ -146,9 +168,7 @@ def status(data_dir, as_json) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
     else:
-        from rich.console import Console
-
-        Console().print(_status_table(rows))
+        _console().print(_status_table(rows))
     if not all(r.get("reachable") for r in rows):
         sys.exit(3)
 
