@@ -9,7 +9,7 @@ install:
 	$(PYTHON) -m pip install -q -e .
 
 up: install
-	replikv up --data-dir .replikv
+	replikv up --mode leader --nodes 3 --data-dir .replikv
 
 deps:
 	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null || ! command -v redis-benchmark >/dev/null; then \
