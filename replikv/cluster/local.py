@@ -226,7 +226,32 @@ class LocalCluster:
         if wait:
             for n in self.nodes:
                 self.wait_ready(n)
+            if self.mode == "leader":
+                self.wait_leader()
         return started
+
+    def leader(self) -> NodeSpec | None:
+        """The node that leads now and holds its lease (None during an election)."""
+        for n in self.nodes:
+            if not self.is_running(n):
+                continue
+            try:
+                rep = self.http_get(n, "/status", timeout=1.0).get("replication") or {}
+            except Exception:  # noqa: BLE001 - a node may be paused or starting
+                continue
+            if rep.get("role") == "leader" and rep.get("lease"):
+                return n
+        return None
+
+    def wait_leader(self, timeout: float = 30.0) -> NodeSpec:
+        """Wait until a leader holds its lease (its followers answer it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            n = self.leader()
+            if n is not None:
+                return n
+            time.sleep(0.05)
+        raise ClusterError(f"no leader with a lease within {timeout}s")
 
     def signal(self, node_id: int, sig: int) -> None:
         n = self.node(node_id)

@@ -15,6 +15,12 @@ Messages (one line each, used alike in logs, traces and tests):
   snap_chunk  leader -> follower: a piece of the snapshot file
   snap_end    leader -> follower: the snapshot is complete; records from seq+1 follow
   ack         follower -> leader: received / flushed / applied positions + follower clock
+  vote_req    candidate -> node: vote for me in ``epoch``; my last record is (last_epoch, last_seq)
+  vote        node -> candidate: granted or not, and the voter's epoch
+  announce    new leader -> node: I lead ``epoch``; follow me
+  timeout_now leader -> chosen follower (switchover): start an election now
+  whois       node -> node: which epoch and leader do you know? (a stale leader's probe)
+  info        node -> node: the answer to whois / announce / timeout_now
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ FRAME = struct.Struct("<II")
 MAX_MESSAGE = 256 * 1024 * 1024
 PROTOCOL_VERSION = 1
 
-MESSAGE_TYPES = ("hello", "welcome", "refuse", "records", "hb", "snap_begin", "snap_chunk", "snap_end", "ack")
+MESSAGE_TYPES = ("hello", "welcome", "refuse", "records", "hb", "snap_begin", "snap_chunk", "snap_end", "ack",
+                 "vote_req", "vote", "announce", "timeout_now", "whois", "info")
 
 
 class PeerProtocolError(Exception):

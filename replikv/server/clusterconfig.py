@@ -48,6 +48,10 @@ class ClusterConfig:
     leader_id: int = 1
     resync_fresh_records: int = 50_000   # reuse the newest snapshot for a new follower if this recent
     relay_segment_bytes: int = 16 * 1024 * 1024
+    election_timeout_ms: int = 1000      # a follower that hears nothing from the leader this long (to 2x) stands
+    auto_failover: bool = True           # False: manual switchover only (`replikv failover`)
+    max_lag_on_failover: int = 0         # a follower further behind (entries) is not eligible; 0 = no bound
+    allow_stale_reads: bool = False      # a leader without its lease may still answer reads
     nodes: list = field(default_factory=list)
 
     def node(self, node_id: int) -> PeerSpec:
@@ -63,7 +67,13 @@ class ClusterConfig:
             AckPolicy.parse(self.ack)
         except PolicyError as e:
             raise ConfigError(f"ack: {e}") from None
-        for name in ("ack_timeout_ms", "heartbeat_ms", "resync_fresh_records", "relay_segment_bytes"):
+        for name in ("auto_failover", "allow_stale_reads"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        if self.election_timeout_ms < 4 * self.heartbeat_ms:
+            raise ConfigError(f"election_timeout_ms: must be at least 4 heartbeats ({4 * self.heartbeat_ms} ms)")
+        for name in ("ack_timeout_ms", "heartbeat_ms", "resync_fresh_records", "relay_segment_bytes",
+                     "election_timeout_ms", "max_lag_on_failover"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"{name}: must be a non-negative integer, got {v!r}")
@@ -96,7 +106,8 @@ def cluster_from_dict(raw: dict, where: str = "cluster file") -> ClusterConfig:
         if name == "leader":
             name = "leader_id"
         if name not in ("mode", "ack", "ack_timeout_ms", "heartbeat_ms", "leader_id", "resync_fresh_records",
-                        "relay_segment_bytes"):
+                        "relay_segment_bytes", "election_timeout_ms", "auto_failover", "max_lag_on_failover",
+                        "allow_stale_reads"):
             raise ConfigError(f"{k}: unknown setting in {where}")
         setattr(c, name, v)
     for i, n in enumerate(nodes):
@@ -113,7 +124,10 @@ def cluster_from_dict(raw: dict, where: str = "cluster file") -> ClusterConfig:
 def cluster_to_toml(c: ClusterConfig) -> str:
     lines = [f'mode = "{c.mode}"', f'ack = "{c.ack}"', f"ack_timeout_ms = {c.ack_timeout_ms}",
              f"heartbeat_ms = {c.heartbeat_ms}", f"leader = {c.leader_id}",
-             f"resync_fresh_records = {c.resync_fresh_records}", ""]
+             f"resync_fresh_records = {c.resync_fresh_records}", f"election_timeout_ms = {c.election_timeout_ms}",
+             f"auto_failover = {'true' if c.auto_failover else 'false'}",
+             f"max_lag_on_failover = {c.max_lag_on_failover}",
+             f"allow_stale_reads = {'true' if c.allow_stale_reads else 'false'}", ""]
     for n in c.nodes:
         lines += ["[[nodes]]", f"id = {n.node_id}", f'host = "{n.host}"', f"port = {n.port}",
                   f"peer_port = {n.peer_port}", f"http_port = {n.http_port}", ""]

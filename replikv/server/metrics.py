@@ -26,6 +26,11 @@ class NodeMetrics:
         self.semisync_fallbacks = Counter("replikv_semisync_fallbacks",
                                           "Times semi-sync fell back to async after the ack timeout",
                                           registry=self.registry)
+        self.leader_changes = Counter("replikv_leader_elections_won",
+                                      "Times this node became the leader by election", registry=self.registry)
+        self.lost_writes = Counter("replikv_lost_writes",
+                                   "Records removed by a rollback after failover (see lost-writes.jsonl)",
+                                   registry=self.registry)
         self.ack_timeouts = Counter("replikv_ack_timeouts",
                                     "Writes answered 'outcome unknown' after the ack timeout (strict/sync)",
                                     registry=self.registry)
@@ -65,7 +70,10 @@ class _Collector:
         yield GaugeMetricFamily("replikv_connected_clients", "Connected clients", value=len(node.clients))
         yield GaugeMetricFamily("replikv_keys", "Keys in the keyspace", value=len(st.ks))
         yield GaugeMetricFamily("replikv_log_bytes", "Bytes in log segments on disk", value=st.log.total_bytes())
-        yield GaugeMetricFamily("replikv_epoch", "Current epoch (term)", value=st.epoch)
+        yield GaugeMetricFamily("replikv_epoch", "Current epoch (term)",
+                                value=node.repl.election.epoch if node.repl is not None else st.epoch)
+        yield GaugeMetricFamily("replikv_is_leader", "1 if this node is the leader",
+                                value=1 if node.role == "leader" else 0)
         pe = CounterMetricFamily("replikv_protocol_errors", "Connections closed for protocol errors")
         pe.add_metric([], node.stats_protocol_errors)
         yield pe

@@ -95,6 +95,7 @@ class Node:
         self.repl = None                 # server/replication.Replication in a leader-mode cluster
         self.cluster = None
         self._wm_cache: dict = {}
+        self.loading = False             # the data is being replaced (rollback, full resync)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -369,6 +370,11 @@ class Node:
         if n != cmd.arity if cmd.arity >= 0 else n < -cmd.arity:
             conn.reply_now(encode(Error(C.arity_error(cmd.name)), conn.proto))
             return
+        if self.repl is not None:
+            why = self._repl_gate(cmd)
+            if why:
+                conn.reply_now(encode(Error(why), conn.proto))
+                return
         if cmd.is_write:
             if not self.accepts_writes:
                 conn.reply_now(encode(Error(self.write_refusal()), conn.proto))
@@ -380,11 +386,39 @@ class Node:
                 return
         self._run(conn, [(cmd, args)], single=True)
 
+    def _repl_gate(self, cmd) -> str | None:
+        if self.loading:
+            return "LOADING replikv is replacing its data (rollback or full resync); retry in a moment"
+        if self.role == "leader":
+            return self.repl.gate(cmd.is_write)
+        return None
+
+    def fail_waiting(self, reason: str) -> None:
+        """Leadership was lost: replies still waiting for acknowledgement get an error saying
+        the outcome is unknown (the write may survive on the new leader, or not)."""
+        for c in list(self.waiters):
+            for e in c.waiting:
+                if e[3] == "w" and e[0]:
+                    e[2] = encode(Error(f"NOTACKED {reason} before this write (seq {e[0]}) was acknowledged; "
+                                        f"its outcome is unknown"), c.proto)
+                    self.metrics.ack_timeouts.inc()
+                elif e[3] == "r" and e[0]:
+                    e[2] = encode(Error(f"TRYAGAIN {reason}; read again from the current leader"), c.proto)
+                elif e[3] == "s" and e[0]:
+                    e[2] = encode(0, c.proto)
+                e[0] = 0
+            if c.release():
+                self.waiters.discard(c)
+
     def write_refusal(self) -> str:
         msg = "READONLY You can't write against a read only replica."
         if self.repl is not None and self.role == "follower":
-            spec = self.repl.leader_spec()
-            msg += f" The leader is node {spec.node_id} at {spec.host}:{spec.port}"
+            lid = self.repl.election.leader_id
+            if lid is None:
+                msg += " No leader is known right now (an election may be in progress)."
+            else:
+                spec = self.cluster.node(lid)
+                msg += f" The leader is node {spec.node_id} at {spec.host}:{spec.port}"
         return msg
 
     def _run(self, conn: ClientConnection, batch: list, single: bool) -> None:

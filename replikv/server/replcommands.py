@@ -15,7 +15,7 @@ import json
 
 from ..core import commands as C
 from ..core.replication import AckPolicy, PolicyError
-from ..core.resp import OK, Map, encode
+from ..core.resp import OK, Error, Map, encode
 from .commandinfo import CONNECTION_COMMANDS
 from .conncommands import _CONN_COMMANDS
 
@@ -61,6 +61,41 @@ def cmd_replica(node, conn, args):
             "try STOP|START IO|APPLY|ALL, DELAY ms, STATUS")
 
 
+def cmd_failover(node, conn, args):
+    """FAILOVER [TO <node-id>] [TIMEOUT <ms>]: manual switchover from this leader. Writes pause,
+    the target catches up, it takes over in a new epoch; nothing acknowledged is lost."""
+    r = node.repl
+    if r is None:
+        raise C.CommandError("ERR FAILOVER needs a leader-mode cluster")
+    if node.role != "leader":
+        raise C.CommandError("ERR FAILOVER must be sent to the leader")
+    to = None
+    timeout_ms = 10_000
+    i = 1
+    while i < len(args):
+        opt = args[i].upper()
+        if opt == b"TO" and i + 1 < len(args):
+            to = C.parse_int(args[i + 1])
+            i += 2
+        elif opt == b"TIMEOUT" and i + 1 < len(args):
+            timeout_ms = C.parse_int(args[i + 1])
+            i += 2
+        else:
+            raise C.CommandError(C.SYNTAX)
+    slot = conn.reply_slot()
+
+    async def run():
+        try:
+            msg = await r.switchover(to, timeout_ms)
+            conn.fill_slot(slot, encode(msg.encode(), conn.proto))
+        except Exception as e:  # noqa: BLE001 - every failure is reported to the operator
+            conn.fill_slot(slot, encode(Error(f"ERR switchover failed: {e}"), conn.proto))
+
+    import asyncio
+
+    asyncio.ensure_future(run())
+
+
 def cmd_ackmode(node, conn, args):
     if len(args) == 1:
         p = conn.ack_policy or (node.repl.policy if node.repl is not None else None)
@@ -81,5 +116,7 @@ def cmd_ackmode(node, conn, args):
 
 _CONN_COMMANDS[b"REPLICA"] = cmd_replica
 _CONN_COMMANDS[b"ACKMODE"] = cmd_ackmode
+_CONN_COMMANDS[b"FAILOVER"] = cmd_failover
 CONNECTION_COMMANDS.setdefault("replica", (-2, ["admin", "noscript"]))
 CONNECTION_COMMANDS.setdefault("ackmode", (-1, ["fast"]))
+CONNECTION_COMMANDS.setdefault("failover", (-1, ["admin", "noscript"]))

@@ -34,6 +34,7 @@ from ..core.peerproto import PeerDecoder, PeerProtocolError, encode_message
 from ..core.replication import AckPolicy, FollowerCore, LeaderCore
 from ..storage import snapshot as snap
 from ..storage.log import FORMAT_VERSION, RecordLog, decode_payload, iter_frames
+from .failover import FailoverMixin
 
 log = logging.getLogger("replikv.repl")
 
@@ -79,8 +80,8 @@ class PeerConnection:
             pass
 
 
-class Replication:
-    """Replication for one node of a ``leader`` mode cluster."""
+class Replication(FailoverMixin):
+    """Replication for one node of a ``leader`` mode cluster (roles change on failover)."""
 
     def __init__(self, node, cluster) -> None:
         self.node = node
@@ -89,8 +90,6 @@ class Replication:
         self.policy = AckPolicy.parse(cluster.ack)
         self.leader_core = LeaderCore(self.policy, cluster.ack_timeout_ms)
         self.follower_core = FollowerCore(apply_delay_ms=cfg.apply_delay_ms)
-        self.leader_id = cluster.leader_id
-        self.role = "leader" if cfg.node_id == self.leader_id else "follower"
         self.tail: deque = deque()      # (first_seq, last_seq, frames) recently written
         self.tail_bytes = 0
         self._data_event = asyncio.Event()
@@ -115,6 +114,11 @@ class Replication:
         self.wait_list: list = []        # WAIT commands in progress: [conn, n, target, deadline, slot]
         self.relay_written = 0
         self.relay_synced = 0
+        self.received_epoch = 0
+        self._data_lock = asyncio.Lock()    # held while records are applied or the data is replaced
+        self._peer_leader = None             # the leader our I/O task is connected to
+        self._draining = False
+        self._setup_election()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -126,12 +130,14 @@ class Replication:
         self._peer_server = await asyncio.start_server(self._handle_peer, cfg.host, cfg.effective_peer_port,
                                                        reuse_address=True)
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="repl-tick"))
-        if self.role == "follower":
-            await self._open_relay()
-            self._tasks.append(asyncio.create_task(self._io_task(), name="repl-io"))
-            self._tasks.append(asyncio.create_task(self._apply_task(), name="repl-apply"))
-        log.info("replication: node %d is %s (leader: node %d, ack %s)", cfg.node_id, self.role,
-                 self.leader_id, self.policy)
+        await self._open_relay()
+        self._tasks.append(asyncio.create_task(self._io_task(), name="repl-io"))
+        self._tasks.append(asyncio.create_task(self._apply_task(), name="repl-apply"))
+        if self.role == "leader":
+            self.election.on_follower_ack(cfg.node_id, 0)
+        log.info("replication: node %d is %s in epoch %d (leader: node %s, ack %s, failover %s)", cfg.node_id,
+                 self.role, self.election.epoch, self.election.leader_id, self.policy,
+                 "automatic" if self.cluster.auto_failover else "manual")
 
     async def stop(self) -> None:
         if self._peer_server is not None:
@@ -179,13 +185,23 @@ class Replication:
         fid = None
         try:
             hello = await asyncio.wait_for(conn.recv(), 10)
+            if hello.get("t") in ("vote_req", "announce", "timeout_now", "whois"):
+                await self.handle_control(conn, hello)
+                return
             if hello.get("t") != "hello":
                 raise PeerProtocolError(f"expected hello, got {hello.get('t')}")
             fid = int(hello["node_id"])
+            f_epoch = int(hello.get("epoch", 0))
+            if self.role == "leader" and f_epoch > self.election.epoch:
+                log.warning("follower %d is in epoch %d, newer than ours (%d): stepping down", fid, f_epoch,
+                            self.election.epoch)
+                self._handle(self.election.step_down(f_epoch, None, self.node.clock.now_ms()))
             if self.role != "leader":
                 conn.send({"t": "refuse", "reason": f"node {self.node.config.node_id} is not the leader; "
-                           f"the leader is node {self.leader_id}", "leader_id": self.leader_id})
+                           f"the leader is node {self.election.leader_id}", "leader_id": self.election.leader_id,
+                           "epoch": self.election.epoch})
                 await conn.drain()
+                fid = None
                 return
             if int(hello.get("format", FORMAT_VERSION)) != FORMAT_VERSION:
                 conn.send({"t": "refuse", "reason": (
@@ -200,24 +216,37 @@ class Replication:
             f = self.leader_core.on_connect(fid, now, conn.address)
             f.received = f.flushed = int(hello.get("received", 0))
             f.applied = int(hello.get("applied", 0))
-            mode, reason = self.leader_core.start_decision(
-                hello.get("history_id", ""), int(hello.get("received", 0)) + 1, st.history_id,
-                await self._log_first_seq(), self.node.durable_seq())
+            plan = self.plan_start(hello)
+            start_seq = plan["start_seq"]
+            mode, reason = plan["mode"], plan["reason"]
+            if mode == "stream":
+                mode, why = self.leader_core.start_decision(
+                    hello.get("history_id", ""), start_seq, st.history_id, await self._log_first_seq(),
+                    self.node.durable_seq())
+                reason = why or reason
+            if mode == "snapshot":
+                plan["rollback_to"] = None
+            f.received = f.flushed = min(f.received, start_seq - 1)
+            f.applied = min(f.applied, start_seq - 1)
             log.info("follower %d connected from %s: %s%s", fid, conn.address, mode,
-                     f" ({reason})" if reason else f" from seq {int(hello.get('received', 0)) + 1}")
+                     f" ({reason})" if reason else f" from seq {start_seq}")
             if mode == "snapshot":
                 f.state = "snapshot"
                 f.full_resyncs += 1
                 f.last_resync_reason = reason
                 self.node.metrics.full_resyncs.inc()
             conn.send({"t": "welcome", "leader_id": self.node.config.node_id, "history_id": st.history_id,
-                       "epoch": st.epoch, "mode": mode, "reason": reason,
-                       "start_seq": int(hello.get("received", 0)) + 1})
-            sender = asyncio.create_task(self._sender(conn, fid, mode, int(hello.get("received", 0)) + 1))
+                       "epoch": self.election.epoch, "mode": mode, "reason": reason, "start_seq": start_seq,
+                       "rollback_to": plan["rollback_to"], "discard_relay": plan["discard_relay"],
+                       "leader_time_ms": self.node.clock.now_ms()})
+            sender = asyncio.create_task(self._sender(conn, fid, mode, start_seq))
             self._senders[fid] = sender
             while True:
                 msg = await conn.recv()
                 if msg.get("t") == "ack":
+                    if self.role != "leader":
+                        return
+                    self.election.on_follower_ack(fid, int(msg.get("echo_ms", 0)))
                     events = self.leader_core.on_ack(fid, int(msg["received"]), int(msg["flushed"]),
                                                      int(msg["applied"]), self.node.clock.now_ms())
                     self._handle_events(events)
@@ -236,7 +265,8 @@ class Replication:
                 if t is not None and t is not asyncio.current_task():
                     t.cancel()
                     self._senders.pop(fid, None)
-                self.leader_core.on_disconnect(fid)
+                if self._senders.get(fid) is None or self._senders.get(fid).done():
+                    self.leader_core.on_disconnect(fid)
             conn.close()
 
     async def _log_first_seq(self) -> int:
@@ -250,7 +280,7 @@ class Replication:
         try:
             if mode == "snapshot":
                 next_seq = await self._send_snapshot(conn, fid)
-            while True:
+            while self.role == "leader":
                 limit = node.durable_seq()
                 if next_seq <= limit:
                     frames, last = await self._frames(next_seq, limit)
@@ -259,7 +289,8 @@ class Replication:
                                     "dropping it so it resyncs", fid, next_seq)
                         return
                     conn.send({"t": "records", "first": next_seq, "last": last, "frames": frames,
-                               "leader_last": limit, "leader_time_ms": node.clock.now_ms()})
+                               "leader_last": limit, "leader_time_ms": node.clock.now_ms(),
+                               "epoch": self.election.epoch})
                     next_seq = last + 1
                     await conn.drain()
                     continue
@@ -268,7 +299,7 @@ class Replication:
                     await asyncio.wait_for(self._data_event.wait(), hb)
                 except asyncio.TimeoutError:
                     conn.send({"t": "hb", "leader_last": node.durable_seq(), "leader_time_ms": node.clock.now_ms(),
-                               "commit": node.visible_seq})
+                               "commit": node.visible_seq, "epoch": self.election.epoch})
                     await conn.drain()
         except (ConnectionError, OSError):
             pass
@@ -322,7 +353,8 @@ class Replication:
         seq, path = await self._snapshot_for_transfer()
         size = os.path.getsize(path)
         log.info("sending snapshot at seq %d (%d bytes) to follower %d", seq, size, fid)
-        conn.send({"t": "snap_begin", "seq": seq, "size": size, "history_id": st.history_id, "epoch": st.epoch})
+        conn.send({"t": "snap_begin", "seq": seq, "size": size, "history_id": st.history_id, "epoch": st.epoch,
+                   "epochs": [h for h in self._history() if h[1] <= seq + 1]})
         loop = asyncio.get_running_loop()
         fh = await loop.run_in_executor(None, open, path, "rb")
         try:
@@ -414,6 +446,7 @@ class Replication:
             await asyncio.sleep(min(self.cluster.heartbeat_ms, 100) / 1000)
             try:
                 now = node.clock.now_ms()
+                self._failover_tick()
                 if self.role == "leader":
                     events = self.leader_core.tick(now, node.durable_seq())
                     self._handle_events(events)
@@ -440,6 +473,7 @@ class Replication:
             last_kept = 0
             for rec in self.relay.open(after_seq=0):
                 last_kept = rec.seq
+                self.received_epoch = rec.epoch
             if self.relay.truncation_note:
                 log.warning("%s", self.relay.truncation_note)
             applied = st.last_seq
@@ -477,39 +511,57 @@ class Replication:
     async def _io_task(self) -> None:
         backoff = 0.05
         while True:
-            if not self._io_wanted:
-                self.io_running = False
+            if not self._io_wanted or self.role == "leader":
+                self.io_running = self._io_wanted and self.role != "leader"
                 self.follower_core.link_up = False
-                await self._io_resume.wait()
+                self._io_resume.clear()
+                try:
+                    await asyncio.wait_for(self._io_resume.wait(), 0.2)
+                except asyncio.TimeoutError:
+                    pass
+                continue
             self.io_running = True
-            spec = self.leader_spec()
+            target = self.election.leader_id
+            if target is None or target == self.node.config.node_id:
+                # leader unknown: ask the others (a non-leader answers with its leader hint)
+                others = self._others()
+                target = others[int(time.monotonic() * 10) % len(others)] if others else self.leader_id
+            spec = self.cluster.node(target)
             try:
                 reader, writer = await asyncio.wait_for(asyncio.open_connection(spec.host, spec.peer_port), 2.0)
             except (OSError, asyncio.TimeoutError) as e:
                 self.follower_core.link_up = False
-                log.debug("cannot reach leader node %d at %s:%d: %s", self.leader_id, spec.host, spec.peer_port, e)
+                log.debug("cannot reach node %d at %s:%d: %s", target, spec.host, spec.peer_port, e)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                backoff = min(backoff * 2, 0.5)
                 continue
             conn = PeerConnection(reader, writer)
             self._peer = conn
+            self._peer_leader = target
             try:
-                await self._follow(conn)
+                await self._follow(conn, target)
                 backoff = 0.05
-            except (ConnectionError, asyncio.IncompleteReadError, PeerProtocolError, OSError) as e:
-                log.info("link to leader node %d lost: %s", self.leader_id, e)
+            except (ConnectionError, asyncio.IncompleteReadError, PeerProtocolError, OSError,
+                    asyncio.TimeoutError) as e:
+                log.info("link to node %d lost: %s", target, e)
             except asyncio.CancelledError:
                 conn.close()
                 raise
             except _Refused as e:
-                log.error("leader refused this follower: %s", e)
-                await asyncio.sleep(1.0)
+                hint, ep = e.hint
+                if hint is not None and hint != target and ep >= self.election.epoch and hint != self.node.config.node_id:
+                    self.election.leader_id = hint
+                    self.leader_id = hint
+                    backoff = 0.02
+                else:
+                    log.debug("node %d refused: %s", target, e)
             finally:
                 self.follower_core.link_up = False
                 self._peer = None
+                self._peer_leader = None
                 conn.close()
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 1.0)
+            backoff = min(backoff * 2, 0.5)
 
     @property
     def _io_resume(self) -> asyncio.Event:
@@ -518,20 +570,30 @@ class Replication:
             ev = self._io_resume_ev = asyncio.Event()
         return ev
 
-    async def _follow(self, conn: PeerConnection) -> None:
+    async def _follow(self, conn: PeerConnection, target: int) -> None:
         node = self.node
         st = node.storage
         fc = self.follower_core
+        e = self.election
         conn.send({"t": "hello", "node_id": node.config.node_id, "history_id": st.history_id,
-                   "received": fc.received, "applied": fc.applied, "epoch": st.epoch, "format": FORMAT_VERSION})
+                   "received": self.relay_written, "received_epoch": self.received_epoch, "applied": st.last_seq,
+                   "epoch": e.epoch, "history": self._history(), "snapshot_seq": st.snapshot_seq,
+                   "format": FORMAT_VERSION})
         await conn.drain()
         welcome = await asyncio.wait_for(conn.recv(), 10)
         if welcome["t"] == "refuse":
-            raise _Refused(welcome.get("reason", "refused"))
+            raise _Refused(welcome.get("reason", "refused"), (welcome.get("leader_id"), int(welcome.get("epoch", 0))))
         if welcome["t"] != "welcome":
             raise PeerProtocolError(f"expected welcome, got {welcome['t']}")
+        w_epoch = int(welcome.get("epoch", 0))
+        if not e.accepts(w_epoch):
+            raise PeerProtocolError(f"node {target} leads epoch {w_epoch}, older than ours ({e.epoch}): fenced off")
+        now = node.clock.now_ms()
+        self._handle(e.on_leader_message(w_epoch, int(welcome["leader_id"]), now))
+        self.leader_id = int(welcome["leader_id"])
+        self._last_leader_stamp = int(welcome.get("leader_time_ms", 0))
         fc.link_up = True
-        fc.last_message_ms = node.clock.now_ms()
+        fc.last_message_ms = now
         if welcome["mode"] == "snapshot":
             fc.state = "snapshot"
             self.full_resyncs += 1
@@ -539,18 +601,31 @@ class Replication:
             log.warning("full resync from the leader: %s", self.last_resync_reason)
         else:
             fc.state = "catching-up"
+            if welcome.get("rollback_to") is not None:
+                await self.rollback_to(int(welcome["rollback_to"]), welcome.get("reason", ""))
+            elif welcome.get("discard_relay"):
+                async with self._data_lock:
+                    await self._reset_relay(st.last_seq)
             if welcome["history_id"] != st.history_id:
                 await asyncio.get_running_loop().run_in_executor(node._io, st.adopt_history, welcome["history_id"])
+            if int(welcome["start_seq"]) != self.relay_written + 1:
+                raise PeerProtocolError(f"the leader starts at {welcome['start_seq']}, we need {self.relay_written + 1}")
         self._schedule_ack()
         incoming = None
         snap_header = None
-        hb_timeout = max(self.cluster.heartbeat_ms * 30, 3000) / 1000
+        hb_timeout = max(self.cluster.election_timeout_ms * 2, 3000) / 1000
         while True:
-            if not self._io_wanted:
+            if not self._io_wanted or self.role == "leader" or self.election.leader_id != target:
                 return
             msg = await asyncio.wait_for(conn.recv(), hb_timeout)
             t = msg["t"]
             now = node.clock.now_ms()
+            if t in ("records", "hb"):
+                m_epoch = int(msg.get("epoch", 0))
+                if not e.accepts(m_epoch):
+                    raise PeerProtocolError(f"message from epoch {m_epoch} < ours ({e.epoch}): fenced off")
+                self._handle(e.on_leader_message(m_epoch, target, now))
+                self._last_leader_stamp = int(msg["leader_time_ms"])
             if t == "records":
                 await self._on_records(msg)
                 fc.on_leader_clock(int(msg["leader_last"]), int(msg["leader_time_ms"]), now)
@@ -588,6 +663,8 @@ class Replication:
         if int(hdr["seq"]) != int(header["seq"]):
             raise PeerProtocolError("snapshot header does not match snap_begin")
         # stop applying while the data is replaced
+        await self._data_lock.acquire()
+        node.loading = True
         self.apply_queue.clear()
         self.queue_overflow = False
         node._flush()  # write out whatever was applied before; it is about to be replaced
@@ -607,7 +684,15 @@ class Replication:
             relay.last_seq = st.last_seq
             relay._new_segment(st.last_seq + 1)
 
-        await loop.run_in_executor(node._io, install)
+        try:
+            await loop.run_in_executor(node._io, install)
+            st.meta["epochs"] = header.get("epochs") or [[int(hdr.get("epoch", 0)), 1]]
+            st.meta.save()
+        finally:
+            node.loading = False
+            self._data_lock.release()
+        self._hist_last_epoch = self._history()[-1][0]
+        self.received_epoch = self._epoch_at(st.last_seq)
         seq = st.last_seq
         fc = self.follower_core
         fc.received = fc.flushed = fc.applied = seq
@@ -643,6 +728,7 @@ class Replication:
         # received = in the relay log (written to the OS); flushed = fsynced
         await loop.run_in_executor(node._io, relay.write_out, frames, last, first)
         self.relay_written = last
+        self.received_epoch = recs[-1][1]
         fc.on_received(last)
         if not self.queue_overflow and len(self.apply_queue) < 200_000:
             self.apply_queue.extend(recs)
@@ -686,7 +772,8 @@ class Replication:
         applied = min(node.visible_seq, fc.applied)
         try:
             conn.send({"t": "ack", "received": self.relay_written, "flushed": flushed, "applied": applied,
-                       "time_ms": node.clock.now_ms()})
+                       "time_ms": node.clock.now_ms(), "echo_ms": getattr(self, "_last_leader_stamp", 0),
+                       "epoch": self.election.epoch})
         except Exception:  # noqa: BLE001 - a broken link is noticed by the I/O task
             pass
 
@@ -697,10 +784,16 @@ class Replication:
         fc = self.follower_core
         loop = asyncio.get_running_loop()
         while True:
-            if not self._apply_wanted:
-                self.apply_running = False
+            if (not self._apply_wanted or self.role == "leader") and not self._draining:
+                self.apply_running = self._apply_wanted and self.role != "leader"
                 self._apply_wake.clear()
-                await self._apply_wake.wait()
+                try:
+                    await asyncio.wait_for(self._apply_wake.wait(), 0.2)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            if self._data_lock.locked():
+                await asyncio.sleep(0.005)
                 continue
             self.apply_running = True
             nxt = st.last_seq + 1
@@ -730,16 +823,21 @@ class Replication:
             # apply a batch without yielding, then let the loop breathe
             n = 0
             apply = st.ks.apply
-            while q and n < 2000 and self._apply_wanted:
+            while q and n < 2000 and (self._apply_wanted or self._draining):
                 seq, epoch, ts, effects, frame = q[0]
                 if seq != st.last_seq + 1:
                     break
-                if fc.apply_delay_ms:
+                if fc.apply_delay_ms and not self._draining:
                     wait = fc.apply_wait_ms(ts, node.clock.now_ms())
                     if wait > 0:
                         fc.next_unapplied_ts = ts
                         break
                 q.popleft()
+                if epoch != self._hist_last_epoch:
+                    # the first record of a new epoch: extend the epoch history (as a timeline file)
+                    self._history().append([epoch, seq])
+                    self._hist_last_epoch = epoch
+                    st.meta.save()
                 for eff in effects:
                     apply(eff, seq)
                 st.append_frame(frame, seq, epoch)
@@ -793,14 +891,20 @@ class Replication:
     def status(self) -> dict:
         node = self.node
         now = node.clock.now_ms()
-        out = {"mode": "leader", "role": self.role, "leader_id": self.leader_id, "ack": str(self.policy),
-               "ack_timeout_ms": self.cluster.ack_timeout_ms}
+        e = self.election
+        out = {"mode": "leader", "role": self.role, "leader_id": e.leader_id, "epoch": e.epoch,
+               "election_role": e.role, "ack": str(self.policy), "ack_timeout_ms": self.cluster.ack_timeout_ms,
+               "auto_failover": self.cluster.auto_failover, "lost_records": self.lost_records,
+               "elections_won": self.elections_won, "epochs": self._history()[-5:]}
         if self.role == "leader":
             lc = self.leader_core
             out["semi_sync_degraded"] = lc.degraded
             out["semi_sync_fallbacks"] = lc.degradations
             out["ack_timeouts"] = self.ack_timeouts
             out["commit_seq"] = node.visible_seq
+            out["lease"] = now < max(self.lease_until, e.lease_until_ms(now))
+            out["lease_ms"] = e.lease_ms
+            out["switching"] = self.switching
             fl = []
             for f in sorted(lc.followers.values(), key=lambda x: x.node_id):
                 fl.append({"node_id": f.node_id, "state": f.state, "link": "up" if f.connected else "down",
@@ -837,4 +941,6 @@ class Replication:
 
 
 class _Refused(Exception):
-    pass
+    def __init__(self, reason: str, hint=(None, 0)) -> None:
+        super().__init__(reason)
+        self.hint = hint

@@ -1,0 +1,435 @@
+"""The asyncio shell of leader failover: elections over the peer port, role changes,
+fencing, the leader's lease, rollback of a diverged node, and manual switchover.
+
+Decisions are made by core/election.py (epochs, votes, timeouts, lease, divergence point);
+this module carries its messages and applies its outputs:
+
+- ``Persist``        meta.json gets (term, voted_for), fsynced, before any reply or request
+- ``RequestVotes``   one short connection per peer (vote_req -> vote)
+- ``BecomeLeader``   stop following, apply everything received, start a new epoch in the
+                     epoch history, announce it to every peer
+- ``BecomeFollower`` stop leading (waiting writes get "outcome unknown"), follow the leader
+
+Fencing: every replication message carries its sender's epoch; a node drops messages from
+an older epoch, a leader that meets a newer epoch steps down, and a leader without a lease
+(no majority heard from within ``lease_ms``) refuses writes and leader reads, so a
+partitioned old leader cannot acknowledge anything beside the new one. A leader without a
+lease also probes its peers (``whois``) and steps down when one knows a newer epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from ..core.election import (
+    LEADER,
+    BecomeFollower,
+    BecomeLeader,
+    Election,
+    Persist,
+    RequestVotes,
+    divergence_point,
+    epoch_ranges,
+)
+from ..core.peerproto import PeerProtocolError
+from ..core.replication import LeaderCore
+
+log = logging.getLogger("replikv.failover")
+
+
+class FailoverMixin:
+    """Mixed into server/replication.Replication."""
+
+    # ------------------------------------------------------------------ setup
+    def _setup_election(self) -> None:
+        import random
+
+        node = self.node
+        st = node.storage
+        c = self.cluster
+        ids = tuple(sorted(n.node_id for n in c.nodes))
+        meta = st.meta.data
+        self.election = Election(node.config.node_id, ids, election_timeout_ms=c.election_timeout_ms,
+                                 auto_failover=c.auto_failover, max_lag_on_failover=c.max_lag_on_failover,
+                                 rng=random.Random())
+        e = self.election
+        if "term" not in meta:
+            # the very first start of this node: the cluster file names the first leader (epoch 0)
+            meta["term"] = 0
+            meta["voted_for"] = None
+            meta.setdefault("epochs", [[0, 1]])
+            st.meta.save()
+            e.epoch = 0
+            e.leader_id = c.leader_id
+            if c.leader_id == node.config.node_id and st.last_seq == 0:
+                e.role = LEADER
+        else:
+            e.epoch = int(meta["term"])
+            e.voted_for = meta.get("voted_for")
+            lid = meta.get("leader_id")
+            # a restarted node never resumes as leader: someone may have taken over meanwhile
+            e.leader_id = None if lid == node.config.node_id else lid
+        self.leader_id = e.leader_id if e.leader_id is not None else c.leader_id
+        self.role = "leader" if e.role == LEADER else "follower"
+        self.lease_until = 0
+        self.switching = False
+        self.lost_records = int(meta.get("lost_records", 0))
+        self.elections_won = 0
+        self.failovers_seen = 0
+        self._vote_grants: dict = {}
+        self._last_probe = 0.0
+        self._hist_last_epoch = self._history()[-1][0] if self._history() else 0
+
+    def _history(self) -> list:
+        h = self.node.storage.meta.data.get("epochs")
+        if not h:
+            h = [[0, 1]]
+            self.node.storage.meta["epochs"] = h
+        return h
+
+    def last_epoch_seq(self) -> tuple[int, int]:
+        """(epoch, seq) of the last record this node has received: what votes compare."""
+        st = self.node.storage
+        if self.relay_written > st.last_seq and self.received_epoch:
+            return self.received_epoch, self.relay_written
+        return self._epoch_at(st.last_seq), st.last_seq
+
+    def _epoch_at(self, seq: int) -> int:
+        ep = 0
+        for e, first in self._history():
+            if first <= seq:
+                ep = e
+        return ep
+
+    def _persist(self, term: int, voted_for) -> None:
+        st = self.node.storage
+        st.meta["term"] = term
+        st.meta["voted_for"] = voted_for
+        st.meta["leader_id"] = self.election.leader_id
+        st.meta.save()
+
+    # ------------------------------------------------------------------ outputs of the core
+    def _handle(self, outputs: list) -> None:
+        for o in outputs:
+            if isinstance(o, Persist):
+                self._persist(o.epoch, o.voted_for)
+            elif isinstance(o, RequestVotes):
+                asyncio.ensure_future(self._request_votes(o))
+            elif isinstance(o, BecomeLeader):
+                asyncio.ensure_future(self._become_leader(o.epoch))
+            elif isinstance(o, BecomeFollower):
+                self._become_follower(o.leader_id, o.epoch)
+
+    # ------------------------------------------------------------------ ticking
+    def _failover_tick(self) -> None:
+        node = self.node
+        now = node.clock.now_ms()
+        e = self.election
+        if self.role == "leader":
+            self.lease_until = e.lease_until_ms(now)
+            if now >= self.lease_until and time.monotonic() - self._last_probe > self.cluster.election_timeout_ms / 2000:
+                self._last_probe = time.monotonic()
+                asyncio.ensure_future(self._probe())
+            return
+        if getattr(self, "_promoting", False):
+            return
+        le, ls = self.last_epoch_seq()
+        behind = max(self.follower_core.leader_last - ls, 0)
+        self._handle(e.tick(now, le, ls, behind))
+
+    # ------------------------------------------------------------------ RPC
+    async def _rpc(self, node_id: int, msg: dict, timeout: float) -> dict | None:
+        from .replication import PeerConnection
+
+        spec = self.cluster.node(node_id)
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(spec.host, spec.peer_port), timeout)
+        except (OSError, asyncio.TimeoutError):
+            return None
+        conn = PeerConnection(reader, writer)
+        try:
+            conn.send(msg)
+            await conn.drain()
+            return await asyncio.wait_for(conn.recv(), timeout)
+        except (OSError, ConnectionError, asyncio.TimeoutError, PeerProtocolError):
+            return None
+        finally:
+            conn.close()
+
+    def _others(self) -> list[int]:
+        me = self.node.config.node_id
+        return [n.node_id for n in self.cluster.nodes if n.node_id != me]
+
+    async def _request_votes(self, req: RequestVotes) -> None:
+        e = self.election
+        sent = self.node.clock.now_ms()
+        msg = {"t": "vote_req", "epoch": req.epoch, "candidate": self.node.config.node_id,
+               "last_epoch": req.last_epoch, "last_seq": req.last_seq, "transfer": req.transfer}
+        log.info("standing for election in epoch %d (last record %d:%d)%s", req.epoch, req.last_epoch,
+                 req.last_seq, " (switchover)" if req.transfer else "")
+        timeout = self.cluster.election_timeout_ms / 2000
+
+        async def ask(nid):
+            reply = await self._rpc(nid, msg, timeout)
+            if reply is None or reply.get("t") != "vote":
+                return
+            granted = bool(reply.get("granted"))
+            if granted:
+                self._vote_grants[nid] = sent
+            self._handle(e.on_vote(int(reply.get("epoch", req.epoch)), nid, granted, self.node.clock.now_ms()))
+
+        await asyncio.gather(*(ask(n) for n in self._others()))
+
+    async def _probe(self) -> None:
+        """A leader without its lease asks its peers whether a newer epoch exists."""
+        e = self.election
+        for nid in self._others():
+            reply = await self._rpc(nid, {"t": "whois", "epoch": e.epoch, "from": self.node.config.node_id}, 0.5)
+            if reply and int(reply.get("epoch", 0)) > e.epoch and self.role == "leader":
+                log.warning("node %d knows epoch %s (leader %s); this leader of epoch %d steps down", nid,
+                            reply.get("epoch"), reply.get("leader_id"), e.epoch)
+                self._handle(e.step_down(int(reply["epoch"]), reply.get("leader_id"), self.node.clock.now_ms()))
+                return
+
+    async def handle_control(self, conn, msg: dict) -> None:
+        """Control messages on the peer port: votes, announcements, switchover, probes."""
+        e = self.election
+        node = self.node
+        now = node.clock.now_ms()
+        t = msg["t"]
+        if t == "vote_req":
+            le, ls = self.last_epoch_seq()
+            granted, outs = e.on_vote_request(int(msg["epoch"]), int(msg["candidate"]), int(msg["last_epoch"]),
+                                              int(msg["last_seq"]), le, ls, now, bool(msg.get("transfer")))
+            self._handle(outs)   # Persist happens here, before the reply leaves
+            log.info("vote for node %s in epoch %s: %s (our last record %d:%d, theirs %s:%s)", msg["candidate"],
+                     msg["epoch"], "granted" if granted else "refused", le, ls, msg["last_epoch"], msg["last_seq"])
+            conn.send({"t": "vote", "epoch": e.epoch, "granted": granted, "voter": node.config.node_id})
+        elif t == "announce":
+            ep, lid = int(msg["epoch"]), int(msg["leader_id"])
+            if e.accepts(ep):
+                self._handle(e.on_leader_message(ep, lid, now))
+            conn.send({"t": "info", "epoch": e.epoch, "leader_id": e.leader_id})
+        elif t == "timeout_now":
+            if self.role != "leader" and int(msg.get("epoch", 0)) >= e.epoch:
+                le, ls = self.last_epoch_seq()
+                self._handle(e.start_election(now, le, ls, transfer=True))
+            conn.send({"t": "info", "epoch": e.epoch, "leader_id": e.leader_id})
+        elif t == "whois":
+            conn.send({"t": "info", "epoch": e.epoch, "leader_id": e.leader_id, "role": self.role})
+        await conn.drain()
+
+    # ------------------------------------------------------------------ role changes
+    async def _become_leader(self, epoch: int) -> None:
+        node = self.node
+        st = node.storage
+        e = self.election
+        if e.role != LEADER or e.epoch != epoch:
+            return
+        self._promoting = True
+        try:
+            # stop following and apply everything already received (ignoring any apply delay)
+            if self._peer is not None:
+                self._peer.close()
+            deadline = time.monotonic() + 10
+            while st.last_seq < self.relay_written and time.monotonic() < deadline:
+                self._draining = True
+                self._apply_wake.set()
+                await asyncio.sleep(0.005)
+            self._draining = False
+            if e.role != LEADER or e.epoch != epoch:
+                return
+            node._flush()
+            hist = self._history()
+            if hist[-1][0] != epoch:
+                hist.append([epoch, st.last_seq + 1])
+            self._hist_last_epoch = epoch
+            st.epoch = epoch
+            st.meta["leader_id"] = node.config.node_id
+            st.meta.save()
+            self.leader_core = LeaderCore(self.policy, self.cluster.ack_timeout_ms)
+            self.leader_core.last_seq = st.last_seq
+            self.tail.clear()
+            self.tail_bytes = 0
+            self.leader_id = node.config.node_id
+            self.role = "leader"
+            node.role = "leader"
+            node.accepts_writes = True
+            self.follower_core.state = "leading"
+            for nid, sent in self._vote_grants.items():
+                e.on_follower_ack(nid, sent)
+            self._vote_grants.clear()
+            self.lease_until = e.lease_until_ms(node.clock.now_ms())
+            self.elections_won += 1
+            node.metrics.leader_changes.inc()
+            log.warning("node %d is the leader of epoch %d from seq %d", node.config.node_id, epoch, st.last_seq + 1)
+        finally:
+            self._promoting = False
+        await asyncio.gather(*(self._rpc(n, {"t": "announce", "epoch": epoch, "leader_id": node.config.node_id}, 1.0)
+                               for n in self._others()))
+
+    def _become_follower(self, leader_id, epoch: int) -> None:
+        node = self.node
+        was_leader = self.role == "leader"
+        if leader_id is not None:
+            self.leader_id = leader_id
+        node.storage.meta["leader_id"] = leader_id
+        if was_leader:
+            log.warning("node %d steps down in epoch %d (leader: %s)", node.config.node_id, epoch, leader_id)
+            self.role = "follower"
+            node.role = "follower"
+            node.accepts_writes = False
+            for t in list(self._senders.values()):
+                t.cancel()
+            self._senders.clear()
+            for f in self.leader_core.followers.values():
+                f.connected = False
+            node.fail_waiting(f"leadership lost in epoch {epoch}")
+            self.wait_list.clear()
+            self.switching = False
+            self.follower_core.state = "connecting"
+            self.follower_core.leader_last = node.storage.last_seq
+            self._io_resume.set()
+        elif self._peer is not None and self._peer_leader != self.leader_id:
+            self._peer.close()   # reconnect to the new leader
+        self.failovers_seen += 1
+
+    # ------------------------------------------------------------------ the leader's gate
+    def gate(self, is_write: bool) -> str | None:
+        """Why this leader must refuse a command now (no lease, switchover), or None."""
+        if self.role != "leader":
+            return None
+        if self.switching and is_write:
+            return "TRYAGAIN a switchover is in progress; retry against the new leader in a moment"
+        now = self.node.clock.now_ms()
+        if now < self.lease_until:
+            return None
+        self.lease_until = self.election.lease_until_ms(now)
+        if now < self.lease_until:
+            return None
+        if not is_write and self.cluster.allow_stale_reads:
+            return None
+        return (f"NOLEASE this leader (epoch {self.election.epoch}) has not heard from a majority of the cluster "
+                f"within its {self.election.lease_ms} ms lease; it may have been replaced, so it refuses "
+                f"{'writes' if is_write else 'leader reads'}")
+
+    # ------------------------------------------------------------------ divergence (leader side)
+    def plan_start(self, hello: dict) -> dict:
+        """Where does a (re)joining follower start? Checks its history against ours."""
+        st = self.node.storage
+        f_hist = hello.get("history") or [[0, 1]]
+        f_applied = int(hello.get("applied", 0))
+        f_received = int(hello.get("received", 0))
+        f_received_epoch = int(hello.get("received_epoch", 0))
+        f_snap = int(hello.get("snapshot_seq", 0))
+        plan = {"mode": "stream", "start_seq": f_received + 1, "rollback_to": None, "discard_relay": False,
+                "reason": ""}
+        if hello.get("history_id") != st.history_id:
+            return plan   # start_decision handles a different history (snapshot)
+        leader_hist = self._history()
+        d = divergence_point(leader_hist, st.last_seq, f_hist, f_applied)
+        if d < f_applied:
+            if d < f_snap:
+                plan.update(mode="snapshot", reason=(
+                    f"diverged from the leader's history at seq {d}, before its snapshot at {f_snap}"))
+                return plan
+            plan.update(rollback_to=d, start_seq=d + 1, discard_relay=True,
+                        reason=f"history diverged after seq {d}: {f_applied - d} record(s) to roll back")
+            return plan
+        if f_received > f_applied:
+            rng = epoch_ranges(leader_hist, st.last_seq).get(f_received_epoch)
+            if rng is None or not (rng[0] <= f_received <= rng[1]):
+                plan.update(start_seq=f_applied + 1, discard_relay=True,
+                            reason="its relay log holds records of another history")
+        return plan
+
+    # ------------------------------------------------------------------ rollback (follower side)
+    async def rollback_to(self, seq: int, reason: str) -> int:
+        from ..storage.rollback import rollback
+
+        node = self.node
+        st = node.storage
+        loop = asyncio.get_running_loop()
+        async with self._data_lock:
+            node.loading = True
+            try:
+                node._flush()
+                while node._writer_busy:
+                    await asyncio.sleep(0.002)
+                self.apply_queue.clear()
+                n = await loop.run_in_executor(node._io, rollback, st, seq, node.config.node_id, reason)
+                await self._reset_relay(seq)
+                self.lost_records += n
+                node.metrics.lost_writes.inc(n)
+                node.visible_seq = st.last_seq
+                self._hist_last_epoch = self._history()[-1][0]
+                fc = self.follower_core
+                fc.received = fc.flushed = fc.applied = st.last_seq
+                log.warning("rolled back to seq %d: %d record(s) that the new leader does not have were removed "
+                            "and written to %s/lost-writes.jsonl (%s)", seq, n, st.dir, reason)
+            finally:
+                node.loading = False
+        return n
+
+    async def _reset_relay(self, seq: int) -> None:
+        relay = self.relay
+        loop = asyncio.get_running_loop()
+
+        def reset():
+            import os
+
+            relay.close()
+            for s in list(relay.segments):
+                try:
+                    os.unlink(s.path)
+                except FileNotFoundError:
+                    pass
+            relay.segments = []
+            relay.last_seq = seq
+            relay._new_segment(seq + 1)
+
+        await loop.run_in_executor(self.node._io, reset)
+        self.apply_queue.clear()
+        self.queue_overflow = False
+        self.relay_written = self.relay_synced = seq
+        self.received_epoch = self._epoch_at(seq)
+
+    # ------------------------------------------------------------------ manual switchover
+    async def switchover(self, to: int | None, timeout_ms: int = 10_000) -> str:
+        node = self.node
+        st = node.storage
+        if self.role != "leader":
+            raise RuntimeError("this node is not the leader")
+        lc = self.leader_core
+        candidates = [f for f in lc.followers.values() if f.connected]
+        if to is not None:
+            if to == node.config.node_id:
+                return f"node {to} already leads"
+            target = lc.followers.get(to)
+            if target is None or not target.connected:
+                raise RuntimeError(f"node {to} is not a connected follower")
+        else:
+            if not candidates:
+                raise RuntimeError("no connected follower to hand over to")
+            target = max(candidates, key=lambda f: f.received)
+        self.switching = True
+        deadline = time.monotonic() + timeout_ms / 1000
+        try:
+            log.warning("switchover to node %d: writes paused, waiting for it to catch up to seq %d",
+                        target.node_id, st.last_seq)
+            while target.received < st.last_seq or target.applied < st.last_seq:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"node {target.node_id} did not catch up within {timeout_ms} ms")
+                await asyncio.sleep(0.005)
+            reply = await self._rpc(target.node_id, {"t": "timeout_now", "epoch": self.election.epoch}, 2.0)
+            if reply is None:
+                raise RuntimeError(f"node {target.node_id} did not answer the handover")
+            while self.role == "leader":
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"node {target.node_id} did not take over within {timeout_ms} ms")
+                await asyncio.sleep(0.005)
+            return f"node {target.node_id} leads epoch {self.election.epoch}"
+        finally:
+            self.switching = False
