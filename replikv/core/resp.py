@@ -85,15 +85,22 @@ _OK_BYTES = b"+OK\r\n"
 
 
 class RequestParser:
-    """Parses client requests. ``feed(data)`` then call ``next_command()`` until ``None``."""
+    """Parses client requests. ``feed(data)`` then call ``next_command()`` until ``None``.
 
-    __slots__ = ("_buf", "_pos", "_need", "max_bulk_len", "max_multibulk_len", "max_inline_len")
+    A multibulk is parsed incrementally: the arguments already complete are kept (and their
+    bytes dropped from the buffer) while the rest arrives, so a request with a million
+    arguments arriving in small chunks costs linear time, not quadratic."""
+
+    __slots__ = ("_buf", "_pos", "_need", "_args", "_left", "max_bulk_len", "max_multibulk_len",
+                 "max_inline_len")
 
     def __init__(self, max_bulk_len: int = 512 * 1024 * 1024, max_multibulk_len: int = 1024 * 1024,
                  max_inline_len: int = 64 * 1024) -> None:
         self._buf = bytearray()
         self._pos = 0
-        self._need = 0  # the current frame is known to need at least this many buffered bytes
+        self._need = 0  # the parse cannot progress before this many bytes are buffered at _pos
+        self._args: list[bytes] | None = None  # arguments of a multibulk being received
+        self._left = 0                         # ... and how many are still to come
         self.max_bulk_len = max_bulk_len
         self.max_multibulk_len = max_multibulk_len
         self.max_inline_len = max_inline_len
@@ -117,35 +124,41 @@ class RequestParser:
             return None
         if n - pos < self._need:
             return None
-        if buf[pos] != 42:  # '*'
-            return self._inline()
-        eol = buf.find(CRLF, pos)
-        if eol < 0:
-            if n - pos > 64 * 1024:
-                raise ProtocolError("Protocol error: too big mbulk count string")
-            return None
-        try:
-            count = int(buf[pos + 1:eol])
-        except ValueError:
-            raise ProtocolError("Protocol error: invalid multibulk length") from None
-        if count > self.max_multibulk_len:
-            raise ProtocolError("Protocol error: invalid multibulk length")
-        p = eol + 2
-        if count <= 0:
-            self._consume(p)
-            return []
-        args = []
+        args = self._args
+        if args is None:
+            if buf[pos] != 42:  # '*'
+                return self._inline()
+            eol = buf.find(CRLF, pos)
+            if eol < 0:
+                if n - pos > 64 * 1024:
+                    raise ProtocolError("Protocol error: too big mbulk count string")
+                return None
+            try:
+                count = int(buf[pos + 1:eol])
+            except ValueError:
+                raise ProtocolError("Protocol error: invalid multibulk length") from None
+            if count > self.max_multibulk_len:
+                raise ProtocolError("Protocol error: invalid multibulk length")
+            p = eol + 2
+            if count <= 0:
+                self._consume(p)
+                return []
+            args = self._args = []
+            self._left = count
+        else:
+            p = pos
         append = args.append
-        for _ in range(count):
+        left = self._left
+        while left:
             if p >= n:
-                return self._wait(p - pos + 1)
+                return self._park(p, 1, left)
             if buf[p] != 36:  # '$'
                 raise ProtocolError(f"Protocol error: expected '$', got '{chr(buf[p])}'")
             eol = buf.find(CRLF, p)
             if eol < 0:
                 if n - p > 64 * 1024:
                     raise ProtocolError("Protocol error: too big bulk count string")
-                return self._wait(n - pos + 1)
+                return self._park(p, n - p + 1, left)
             try:
                 ln = int(buf[p + 1:eol])
             except ValueError:
@@ -155,16 +168,26 @@ class RequestParser:
             start = eol + 2
             end = start + ln
             if end + 2 > n:
-                return self._wait(end + 2 - pos)
+                return self._park(p, end + 2 - p, left)
             if buf[end] != 13 or buf[end + 1] != 10:
                 raise ProtocolError("Protocol error: bulk string not terminated by CRLF")
             append(bytes(buf[start:end]))
             p = end + 2
+            left -= 1
+        self._args = None
+        self._left = 0
         self._consume(p)
         return args
 
-    def _wait(self, need: int) -> None:
+    def _park(self, p: int, need: int, left: int) -> None:
+        """A multibulk is incomplete: remember where its next argument starts and how many
+        bytes it needs; drop the bytes of the arguments already parsed."""
+        self._left = left
         self._need = need
+        if p > 65536:
+            del self._buf[:p]   # O(1) for a bytearray: it moves its start
+            p = 0
+        self._pos = p
         return None
 
     def _consume(self, p: int) -> None:
@@ -194,6 +217,9 @@ class RequestParser:
             raise ProtocolError("Protocol error: unbalanced quotes in request") from None
 
 
+_HEX = b"0123456789abcdefABCDEF"
+
+
 def split_inline(line: bytes) -> list[bytes]:
     """Split an inline command the way redis-cli / Redis do: spaces, "double" and 'single'
     quotes, backslash escapes inside double quotes."""
@@ -217,13 +243,10 @@ def split_inline(line: bytes) -> list[bytes]:
             if quote == 34:  # inside "..."
                 if c == 92 and i + 1 < n:  # backslash
                     nxt = line[i + 1]
-                    if nxt == 120 and i + 3 < n:  # \xHH
-                        try:
-                            cur.append(int(line[i + 2:i + 4], 16))
-                            i += 4
-                            continue
-                        except ValueError:
-                            pass
+                    if nxt == 120 and i + 3 < n and line[i + 2] in _HEX and line[i + 3] in _HEX:  # \xHH
+                        cur.append(int(line[i + 2:i + 4], 16))
+                        i += 4
+                        continue
                     cur.append({110: 10, 114: 13, 116: 9, 98: 8, 97: 7}.get(nxt, nxt))
                     i += 2
                     continue
