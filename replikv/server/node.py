@@ -194,11 +194,15 @@ class Node:
         self._flush_scheduled = False
         st = self.storage
         if st._buf:
-            if self.config.fsync == "always":
+            if self.config.fsync == "always" or self._writer_busy:
+                # (a batch still on the IO thread, e.g. just after CONFIG SET fsync, goes first)
                 self._kick_writer()
             else:
                 pending = st.take_buffer()
-                st.write_out(*pending, sync=False)
+                try:
+                    st.write_out(*pending, sync=False)
+                except Exception as e:  # noqa: BLE001 - never acknowledge what the log lacks
+                    self._fatal_io(e)
                 if self.repl is not None:
                     self.repl.on_appended(pending[1], pending[2], self.clock.now_ms())
                     self.repl.on_written(*pending)
@@ -553,11 +557,14 @@ class Node:
         self.snapshot_pid = pid
         log.info("background snapshot at seq %d started by child %d", seq, pid)
         if pending is not None:
-            if self.config.fsync == "always":
+            if self.config.fsync == "always" or self._writer_busy:
                 # the writer thread runs jobs in order: these records go before the roll
                 self._submit_batch(pending)
             else:
-                st.write_out(*pending, sync=False)
+                try:
+                    st.write_out(*pending, sync=False)
+                except Exception as e:  # noqa: BLE001
+                    self._fatal_io(e)
                 if self.repl is not None:
                     self.repl.on_appended(pending[1], pending[2], self.clock.now_ms())
                     self.repl.on_written(*pending)

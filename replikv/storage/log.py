@@ -104,6 +104,8 @@ def _has_valid_frame_after(data: bytes, start: int, min_seq: int = 0) -> bool:
     """Is there a well-formed record (seq > ``min_seq``) starting after ``start``?
     (corruption vs torn tail)"""
     n = len(data)
+    if not data[start + 1:].strip(b"\0"):
+        return False            # a zero-filled tail (blocks allocated, never written)
     mv = memoryview(data)
     for off in range(start + 1, n - FRAME.size):
         ln, crc = FRAME.unpack_from(data, off)
@@ -255,9 +257,19 @@ class RecordLog:
         if self._fd is not None:
             os.fsync(self._fd)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-        os.write(fd, MAGIC)
-        os.fsync(fd)
-        self._fsync_dir()
+        try:
+            if os.write(fd, MAGIC) != len(MAGIC):
+                raise OSError(f"{path}: short write of the segment header")
+            os.fsync(fd)
+            self._fsync_dir()
+        except BaseException:
+            # (disk full...) leave no empty segment named after records that go elsewhere
+            os.close(fd)
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
         if self._fd is not None:
             os.close(self._fd)
         self._fd = fd
