@@ -19,6 +19,10 @@ Rules (Raft's election safety, adapted to replikv's log):
   lease is shorter than the minimum election timeout by a margin for clock drift, so by the
   time any follower may vote for a new leader, the old leader's lease has run out.
 - A candidate further behind than ``max_lag_on_failover`` entries is not eligible.
+- Pre-vote (Raft section 9.6): a node whose leader went silent first asks whether it *could*
+  win (``pre`` requests change no state anywhere); only then does it raise the epoch. A node
+  that was cut off therefore cannot inflate the epoch and depose a healthy leader when it
+  comes back.
 
 Timing assumption (also in docs/architecture.md): clocks may drift by at most
 ``drift_ratio`` (default 5 %) over one election timeout, and message delays are not relied
@@ -50,6 +54,7 @@ class RequestVotes:
     last_epoch: int
     last_seq: int
     transfer: bool = False
+    pre: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,8 @@ class Election:
     _deadline_ms: int = 0
     _votes: set = field(default_factory=set)
     _acks: dict = field(default_factory=dict)   # follower id -> leader send-time it echoed
+    _prevotes: set = field(default_factory=set)
+    _prevote_for: tuple = ()                     # (epoch, last_epoch, last_seq) being pre-voted
     elections_started: int = 0
 
     def __post_init__(self) -> None:
@@ -162,7 +169,16 @@ class Election:
         if self.max_lag_on_failover and behind_entries > self.max_lag_on_failover:
             self.reset_timer(now_ms)   # not eligible; someone fresher may stand
             return []
-        return self.start_election(now_ms, last_epoch, last_seq)
+        return self.start_prevote(now_ms, last_epoch, last_seq)
+
+    def start_prevote(self, now_ms: int, last_epoch: int, last_seq: int) -> list:
+        self.reset_timer(now_ms)
+        self.role = FOLLOWER        # a candidate whose election timed out goes back to pre-voting
+        self._prevotes = {self.node_id}
+        self._prevote_for = (self.epoch + 1, last_epoch, last_seq)
+        if len(self._prevotes) >= self.majority:
+            return self.start_election(now_ms, last_epoch, last_seq)
+        return [RequestVotes(self.epoch + 1, last_epoch, last_seq, False, True)]
 
     def start_election(self, now_ms: int, last_epoch: int, last_seq: int, transfer: bool = False) -> list:
         self.epoch += 1
@@ -180,8 +196,17 @@ class Election:
         return out
 
     def on_vote_request(self, epoch: int, candidate: int, last_epoch: int, last_seq: int, my_last_epoch: int,
-                        my_last_seq: int, now_ms: int, transfer: bool = False) -> tuple[bool, list]:
-        """Answer a candidate. Returns (granted, outputs); persist before replying."""
+                        my_last_seq: int, now_ms: int, transfer: bool = False,
+                        pre: bool = False) -> tuple[bool, list]:
+        """Answer a candidate. Returns (granted, outputs); persist before replying.
+        A ``pre`` request is answered as a real one would be, but changes nothing."""
+        if pre:
+            recently = (self.leader_id is not None and self.leader_id != candidate
+                        and now_ms - self.last_leader_contact_ms < self.election_timeout_ms)
+            if self.role == LEADER:
+                recently = self.has_lease(now_ms)
+            up_to_date = (last_epoch, last_seq) >= (my_last_epoch, my_last_seq) or self.ignore_log_freshness
+            return (epoch > self.epoch and not recently and up_to_date), []
         out: list = []
         if epoch < self.epoch:
             return False, out
@@ -209,7 +234,16 @@ class Election:
             return True, out
         return False, out
 
-    def on_vote(self, epoch: int, voter: int, granted: bool, now_ms: int) -> list:
+    def on_vote(self, epoch: int, voter: int, granted: bool, now_ms: int, pre: bool = False) -> list:
+        if pre:
+            if (self.role == FOLLOWER and self._prevote_for and epoch == self._prevote_for[0]
+                    and epoch == self.epoch + 1 and granted):
+                self._prevotes.add(voter)
+                if len(self._prevotes) >= self.majority:
+                    _, le, ls = self._prevote_for
+                    self._prevote_for = ()
+                    return self.start_election(now_ms, le, ls)
+            return []
         if self.role != CANDIDATE or epoch != self.epoch:
             if epoch > self.epoch:
                 self.epoch = epoch
@@ -271,3 +305,32 @@ def divergence_point(leader_history: list, leader_last: int, follower_history: l
         if hi >= lo:
             best = max(best, hi)
     return best
+
+
+def plan_follower_start(leader_history: list, leader_last: int, f_history: list, f_applied: int,
+                        f_received: int, f_received_epoch: int, f_snapshot_seq: int = 0) -> dict:
+    """Where a (re)joining follower starts, given both histories (same history id assumed).
+
+    Returns ``{"mode": "stream"|"snapshot", "start_seq", "rollback_to", "discard_relay", "reason"}``:
+    - its applied log diverged after ``d``: roll back to ``d`` (or a snapshot if ``d`` is before
+      the follower's own snapshot, which it could not rebuild from);
+    - its relay log (received, not applied) holds records of another history: discard it;
+    - otherwise stream from ``received + 1``.
+    """
+    plan = {"mode": "stream", "start_seq": f_received + 1, "rollback_to": None, "discard_relay": False,
+            "reason": ""}
+    d = divergence_point(leader_history, leader_last, f_history or [[0, 1]], f_applied)
+    if d < f_applied:
+        if d < f_snapshot_seq:
+            plan.update(mode="snapshot", reason=(
+                f"diverged from the leader's history at seq {d}, before its snapshot at {f_snapshot_seq}"))
+            return plan
+        plan.update(rollback_to=d, start_seq=d + 1, discard_relay=True,
+                    reason=f"history diverged after seq {d}: {f_applied - d} record(s) to roll back")
+        return plan
+    if f_received > f_applied:
+        rng = epoch_ranges(leader_history, leader_last).get(f_received_epoch)
+        if rng is None or not (rng[0] <= f_received <= rng[1]):
+            plan.update(start_seq=f_applied + 1, discard_relay=True,
+                        reason="its relay log holds records of another history")
+    return plan

@@ -30,8 +30,7 @@ from ..core.election import (
     Election,
     Persist,
     RequestVotes,
-    divergence_point,
-    epoch_ranges,
+    plan_follower_start,
 )
 from ..core.peerproto import PeerProtocolError
 from ..core.replication import LeaderCore
@@ -166,9 +165,9 @@ class FailoverMixin:
         e = self.election
         sent = self.node.clock.now_ms()
         msg = {"t": "vote_req", "epoch": req.epoch, "candidate": self.node.config.node_id,
-               "last_epoch": req.last_epoch, "last_seq": req.last_seq, "transfer": req.transfer}
-        log.info("standing for election in epoch %d (last record %d:%d)%s", req.epoch, req.last_epoch,
-                 req.last_seq, " (switchover)" if req.transfer else "")
+               "last_epoch": req.last_epoch, "last_seq": req.last_seq, "transfer": req.transfer, "pre": req.pre}
+        log.info("%s in epoch %d (last record %d:%d)%s", "asking for pre-votes" if req.pre else "standing for election",
+                 req.epoch, req.last_epoch, req.last_seq, " (switchover)" if req.transfer else "")
         timeout = self.cluster.election_timeout_ms / 2000
 
         async def ask(nid):
@@ -176,9 +175,20 @@ class FailoverMixin:
             if reply is None or reply.get("t") != "vote":
                 return
             granted = bool(reply.get("granted"))
-            if granted:
+            if granted and not req.pre:
                 self._vote_grants[nid] = sent
-            self._handle(e.on_vote(int(reply.get("epoch", req.epoch)), nid, granted, self.node.clock.now_ms()))
+            hint = reply.get("leader")
+            term = int(reply.get("term", 0))
+            if not granted and term > e.epoch and e.role != LEADER:
+                # the voter is in a newer epoch than ours: adopt it and follow its leader
+                self._handle(e.step_down(term, hint, self.node.clock.now_ms()))
+                return
+            if (not granted and hint not in (None, self.node.config.node_id) and e.role != LEADER
+                    and (e.leader_id in (None, self.node.config.node_id) or int(reply.get("epoch", 0)) > e.epoch)):
+                e.leader_id = int(hint)
+                self.leader_id = int(hint)
+            self._handle(e.on_vote(int(reply.get("epoch", req.epoch)), nid, granted, self.node.clock.now_ms(),
+                                   req.pre))
 
         await asyncio.gather(*(ask(n) for n in self._others()))
 
@@ -201,12 +211,15 @@ class FailoverMixin:
         t = msg["t"]
         if t == "vote_req":
             le, ls = self.last_epoch_seq()
+            pre = bool(msg.get("pre"))
             granted, outs = e.on_vote_request(int(msg["epoch"]), int(msg["candidate"]), int(msg["last_epoch"]),
-                                              int(msg["last_seq"]), le, ls, now, bool(msg.get("transfer")))
+                                              int(msg["last_seq"]), le, ls, now, bool(msg.get("transfer")), pre)
             self._handle(outs)   # Persist happens here, before the reply leaves
-            log.info("vote for node %s in epoch %s: %s (our last record %d:%d, theirs %s:%s)", msg["candidate"],
-                     msg["epoch"], "granted" if granted else "refused", le, ls, msg["last_epoch"], msg["last_seq"])
-            conn.send({"t": "vote", "epoch": e.epoch, "granted": granted, "voter": node.config.node_id})
+            log.info("%svote for node %s in epoch %s: %s (our last record %d:%d, theirs %s:%s)", "pre-" if pre else "",
+                     msg["candidate"], msg["epoch"], "granted" if granted else "refused", le, ls, msg["last_epoch"],
+                     msg["last_seq"])
+            conn.send({"t": "vote", "epoch": int(msg["epoch"]) if pre else e.epoch, "granted": granted,
+                       "voter": node.config.node_id, "pre": pre, "leader": e.leader_id, "term": e.epoch})
         elif t == "announce":
             ep, lid = int(msg["epoch"]), int(msg["leader_id"])
             if e.accepts(ep):
@@ -319,31 +332,13 @@ class FailoverMixin:
     def plan_start(self, hello: dict) -> dict:
         """Where does a (re)joining follower start? Checks its history against ours."""
         st = self.node.storage
-        f_hist = hello.get("history") or [[0, 1]]
-        f_applied = int(hello.get("applied", 0))
-        f_received = int(hello.get("received", 0))
-        f_received_epoch = int(hello.get("received_epoch", 0))
-        f_snap = int(hello.get("snapshot_seq", 0))
-        plan = {"mode": "stream", "start_seq": f_received + 1, "rollback_to": None, "discard_relay": False,
-                "reason": ""}
         if hello.get("history_id") != st.history_id:
-            return plan   # start_decision handles a different history (snapshot)
-        leader_hist = self._history()
-        d = divergence_point(leader_hist, st.last_seq, f_hist, f_applied)
-        if d < f_applied:
-            if d < f_snap:
-                plan.update(mode="snapshot", reason=(
-                    f"diverged from the leader's history at seq {d}, before its snapshot at {f_snap}"))
-                return plan
-            plan.update(rollback_to=d, start_seq=d + 1, discard_relay=True,
-                        reason=f"history diverged after seq {d}: {f_applied - d} record(s) to roll back")
-            return plan
-        if f_received > f_applied:
-            rng = epoch_ranges(leader_hist, st.last_seq).get(f_received_epoch)
-            if rng is None or not (rng[0] <= f_received <= rng[1]):
-                plan.update(start_seq=f_applied + 1, discard_relay=True,
-                            reason="its relay log holds records of another history")
-        return plan
+            # another history altogether: start_decision sends a snapshot
+            return {"mode": "stream", "start_seq": int(hello.get("received", 0)) + 1, "rollback_to": None,
+                    "discard_relay": False, "reason": ""}
+        return plan_follower_start(self._history(), st.last_seq, hello.get("history") or [[0, 1]],
+                                   int(hello.get("applied", 0)), int(hello.get("received", 0)),
+                                   int(hello.get("received_epoch", 0)), int(hello.get("snapshot_seq", 0)))
 
     # ------------------------------------------------------------------ rollback (follower side)
     async def rollback_to(self, seq: int, reason: str) -> int:

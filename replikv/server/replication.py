@@ -615,8 +615,8 @@ class Replication(FailoverMixin):
         snap_header = None
         hb_timeout = max(self.cluster.election_timeout_ms * 2, 3000) / 1000
         while True:
-            if not self._io_wanted or self.role == "leader" or self.election.leader_id != target:
-                return
+            if not self._io_wanted or self.role == "leader" or self.election.leader_id != target or e.epoch != w_epoch:
+                return   # the leader or the epoch changed: reconnect (a new session, a new hello)
             msg = await asyncio.wait_for(conn.recv(), hb_timeout)
             t = msg["t"]
             now = node.clock.now_ms()
