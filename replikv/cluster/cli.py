@@ -35,9 +35,11 @@ def main() -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False))
 @click.option("--fsync", type=str, help="always | everysec | no")
 @click.option("--snapshot-every-records", type=int)
-@click.option("--log-retention-bytes", type=int)
-@click.option("--segment-bytes", type=int)
-@click.option("--max-bulk-len", type=int)
+@click.option("--log-retention-bytes", type=str, help="Bytes (units allowed: 256mb).")
+@click.option("--segment-bytes", type=str, help="Bytes (units allowed: 64mb).")
+@click.option("--max-bulk-len", type=str, help="Largest bulk string a client may send (default 512mb).")
+@click.option("--max-multibulk-len", type=int, help="Most arguments in one request (default 1048576).")
+@click.option("--max-inline-len", type=str, help="Longest inline (telnet-style) request line (default 64kb).")
 @click.option("--max-clients", type=int)
 @click.option("--log-level", type=str)
 @click.option("--cluster", type=click.Path(dir_okay=False), help="Cluster file (mode, ack, nodes).")
@@ -45,18 +47,59 @@ def main() -> None:
 @click.option("--max-lag-ms", type=int, help="Follower: refuse reads while further behind than this.")
 @click.option("--no-uvloop", is_flag=True, help="Use the plain asyncio event loop.")
 def node(config_path, no_uvloop, **flags) -> None:
-    """Run one node in the foreground."""
+    """Run one node in the foreground (settings from flags over a TOML file)."""
+    cfg = _node_config_or_exit(config_path, flags)
+    _setup_logging(cfg.log_level)
+    _raise_fd_limit(cfg.max_clients)
+    from ..server.main import run_node
+
+    sys.exit(run_node(cfg, use_uvloop=not no_uvloop))
+
+
+def _node_config_or_exit(config_path, flags):
+    """The node's validated config, or a one-line message naming the bad field and exit 2."""
     from ..server.config import ConfigError, load
+
+    def refuse(msg: str):
+        click.echo(f"replikv: invalid configuration: {msg}", err=True)
+        sys.exit(2)
 
     try:
         cfg = load(config_path, flags)
     except ConfigError as e:
-        click.echo(f"replikv: invalid configuration: {e}", err=True)
-        sys.exit(2)
-    _setup_logging(cfg.log_level)
-    from ..server.main import run_node
+        refuse(str(e))
+    if cfg.cluster:
+        # checked here, before the node starts, so a bad cluster file is a message, not a traceback
+        from ..server.clusterconfig import load_cluster
 
-    sys.exit(run_node(cfg, use_uvloop=not no_uvloop))
+        try:
+            load_cluster(cfg.cluster).node(cfg.node_id)
+        except ConfigError as e:
+            refuse(str(e))
+        except (OSError, UnicodeDecodeError) as e:
+            refuse(f"cluster file {cfg.cluster}: cannot be read ({e})")
+    return cfg
+
+
+def _raise_fd_limit(max_clients: int) -> None:
+    """Let the node hold max_clients connections plus its files: raise the soft fd limit
+    toward the hard one, as Redis does, and say so when it is still too low."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    want = max_clients + 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+        if soft < want:
+            logging.getLogger("replikv.node").warning(
+                "open file limit %d is below max-clients %d + 64: connections beyond it will fail", soft, max_clients)
 
 
 def _console():
@@ -75,9 +118,10 @@ def _status_table(rows: list[dict]):
 @main.command()
 @click.option("--mode", type=click.Choice(["standalone", "leader"]), default=None,
               help="standalone nodes, or single-leader replication (node 1 leads at first).")
-@click.option("--nodes", type=int, default=None, help="Number of nodes (default 1, or 3 in leader mode). "
+@click.option("--nodes", type=click.IntRange(1, 100), default=None, help="Number of nodes (default 1, or 3 in leader mode). "
               "More than a running cluster has adds nodes to it.")
-@click.option("--base-port", type=int, default=7100, show_default=True)
+@click.option("--base-port", type=click.IntRange(1, 65535), default=7100, show_default=True,
+              help="Node i serves RESP on base-port+i-1, peers on +100, HTTP on +200.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=".replikv", show_default=True)
 @click.option("--fsync", type=click.Choice(["always", "everysec", "no"]), default=None)
 @click.option("--ack", default=None, help="async | semi-sync:K[:strict] | sync:LEVEL:K | sync:LEVEL:first:K:IDS")
@@ -114,11 +158,16 @@ def up(mode, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms, heartbeat_m
     except (ClusterError, ConfigError) as e:
         click.echo(f"replikv: {e}", err=True)
         sys.exit(2)
+    _sigterm_as_interrupt()
     try:
         started = cl.start()
     except ClusterError as e:
         click.echo(f"replikv: {e}", err=True)
         sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted while starting; stopping the cluster", err=True)
+        cl.stop()
+        sys.exit(130)
     con = _console()
     for n in cl.nodes:
         con.print(f"node {n.node_id}: RESP {n.address}  HTTP http://{n.host}:{n.http_port}/status  "
@@ -141,6 +190,17 @@ def up(mode, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms, heartbeat_m
     cl.stop()
 
 
+def _sigterm_as_interrupt() -> None:
+    """``kill`` of a foreground ``replikv up`` stops its cluster as Ctrl-C does (the nodes run
+    in their own sessions, so they never see the terminal's signals themselves)."""
+    import signal
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 @main.command()
 @click.option("--data-dir", type=click.Path(file_okay=False), default=".replikv", show_default=True)
 def down(data_dir) -> None:
@@ -150,8 +210,11 @@ def down(data_dir) -> None:
     except ClusterError as e:
         click.echo(f"replikv: {e}", err=True)
         sys.exit(1)
-    cl.stop()
-    click.echo(f"stopped {len(cl.nodes)} node(s)")
+    stopped = cl.stop()
+    if stopped:
+        click.echo(f"stopped node(s) {', '.join(map(str, stopped))}")
+    else:
+        click.echo("no node was running")
 
 
 @main.command()
@@ -175,3 +238,6 @@ def status(data_dir, as_json) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))
+
+
+from . import cli_ops  # noqa: E402,F401  (registers `replikv failover`)

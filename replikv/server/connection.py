@@ -18,6 +18,8 @@ from collections import deque
 
 from ..core.resp import Error, ProtocolError, RequestParser, encode
 
+OUT_HIGH = 256 * 1024  # bytes of replies queued before they are handed to the transport early
+
 
 class WatchState:
     __slots__ = ("dirty",)
@@ -69,16 +71,35 @@ class ClientConnection(asyncio.Protocol):
         self.node.client_disconnected(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # a protocol error closes this connection: buffer nothing more
+        self.parser.feed(data)
+        self._process()
+
+    def _process(self) -> None:
+        """Run the buffered commands. A pipeline whose replies pile up faster than the client
+        reads them is cut short: once OUT_HIGH bytes of replies are queued they are handed to
+        the transport, and if that pauses writing (the client is a slow reader), the rest of
+        the commands stay in the parser until resume_writing; so memory stays bounded."""
         parser = self.parser
-        parser.feed(data)
         execute = self.node.execute
+        out = self.out
+        counted = 0   # replies in ``out`` already measured
+        size = 0
         try:
-            while not self.closing:
+            while not self.closing and not self.paused:
                 args = parser.next_command()
                 if args is None:
                     break
                 if args:
                     execute(self, args)
+                    n = len(out)
+                    while counted < n:
+                        size += len(out[counted])
+                        counted += 1
+                    if size >= OUT_HIGH:
+                        self.flush()  # may call pause_writing
+                        counted = size = 0
         except ProtocolError as e:
             self.reply_now(encode(Error("ERR " + str(e)), self.proto))
             self.node.stats_protocol_errors += 1
@@ -88,7 +109,7 @@ class ClientConnection(asyncio.Protocol):
             self.node.schedule_flush(self)
 
     def pause_writing(self) -> None:
-        # the client reads slower than we answer: stop reading its requests
+        # the client reads slower than we answer: stop reading (and running) its requests
         if self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()
@@ -97,6 +118,12 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and self.paused:
             self.paused = False
             self.transport.resume_reading()
+            # commands already buffered while paused run now (not inside the transport's callback)
+            self.node._loop.call_soon(self._resume_process)
+
+    def _resume_process(self) -> None:
+        if not self.paused and not self.closing and self.parser.buffered():
+            self._process()
 
     # ------------------------------------------------------------------ replies
     def reply(self, data: bytes, needed: int = 0, policy=None, kind: str = "r") -> None:
@@ -115,9 +142,11 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.out.append(data)
 
-    def reply_slot(self) -> list:
-        """Reserve the place of a reply that is decided later (WAIT); see fill_slot."""
-        e = [float("inf"), None, b"", "s", time.monotonic()]
+    def reply_slot(self, on_leadership_loss: bytes | None = None) -> list:
+        """Reserve the place of a reply that is decided later (WAIT, FAILOVER); see fill_slot.
+        ``on_leadership_loss``: the reply to give if this node stops leading meanwhile (None:
+        the owner of the slot fills it itself)."""
+        e = [float("inf"), None, on_leadership_loss, "s", time.monotonic()]
         self.waiting.append(e)
         self.node.waiters.add(self)
         return e

@@ -409,7 +409,8 @@ class Node:
                 elif e[3] == "r" and e[0]:
                     e[2] = encode(Error(f"TRYAGAIN {reason}; read again from the current leader"), c.proto)
                 elif e[3] == "s" and e[0]:
-                    e[2] = encode(0, c.proto)
+                    if e[2] is None:
+                        continue      # its owner (e.g. FAILOVER) answers it
                 e[0] = 0
             if c.release():
                 self.waiters.discard(c)

@@ -423,7 +423,7 @@ class Replication(FailoverMixin):
         if count >= n or self.role != "leader" or target == 0 and n <= count:
             conn.reply_now(self.node.encode_for(conn, count))
             return
-        slot = conn.reply_slot()
+        slot = conn.reply_slot(on_leadership_loss=self.node.encode_for(conn, 0))
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         self.wait_list.append([conn, n, target, deadline, slot])
 
