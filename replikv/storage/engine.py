@@ -7,7 +7,16 @@ at one exact position while the parent keeps serving), and recovery = newest val
 snapshot + log tail.
 
 Does not know: sockets, asyncio, replication roles. Blocking calls (``write_out``,
-``sync``, ``finish_snapshot``) are made by the shell on its single IO thread, in order.
+``sync``, ``finish_snapshot``, the log's ``roll``) are made by the shell on its single IO
+thread, in order; except that under fsync everysec/no ``write_out`` runs on the event loop
+thread (a reply leaves once its record reached the OS), which RecordLog's lock makes safe
+against a concurrent ``sync`` / ``roll`` / ``remove_through``.
+
+What survives what (a write is acknowledged once its record reached ``durable_seq``):
+  fsync always    acknowledged = fsynced: survives kill -9 and power loss
+  fsync everysec  acknowledged = written: survives kill -9; a power loss can lose ~1 s
+  fsync no        acknowledged = written: survives kill -9; a power loss loses what the OS
+                  had not flushed yet
 
 Recovery refuses (CorruptLogError) rather than serve a keyspace with a hole in it: the log
 must continue exactly where the snapshot it starts from ends, so if the newest snapshot is

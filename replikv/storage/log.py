@@ -129,8 +129,10 @@ class Segment:
 
 
 class RecordLog:
-    """A directory of segments. Not thread-safe: the caller serialises ``write_out``,
-    ``sync``, ``roll`` and the readers on one IO thread, or holds the GIL-bound state."""
+    """A directory of segments. ``open`` / ``start`` come first, alone. After that
+    ``write_out``, ``sync``, ``roll``, ``remove_through``, ``read_from`` and ``close`` may be
+    called from different threads (see the module docstring); records must be written out
+    in seq order, once each (``write_out`` refuses anything else)."""
 
     def __init__(self, directory: str, segment_bytes: int = 64 * 1024 * 1024, name: str = "log") -> None:
         self.dir = directory

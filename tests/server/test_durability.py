@@ -109,8 +109,10 @@ def _kill_rounds(cl, rounds: int, seed: int) -> dict:
                 await asyncio.sleep(kill_after - bgsave_at)
             else:
                 await asyncio.sleep(kill_after)
+            alive = cl.procs[spec.node_id].poll() is None
             cl.kill(spec.node_id)                 # SIGKILL: no shutdown, no flush
             stop.set()
+            assert alive, "the node stopped by itself before the kill"
             await asyncio.wait_for(asyncio.gather(*tasks), 20)
 
         asyncio.run(round_())
@@ -200,3 +202,39 @@ def test_group_commit_under_concurrent_writers(cluster_factory):
     st = cl.http_get(spec, "/status")
     assert st["synced_seq"] == st["last_seq"] >= n
     assert sum(_read_counters(spec.port)) == n
+
+
+def test_fsync_policy_switched_under_load(cluster_factory):
+    """CONFIG SET fsync while writers run: a batch still on the IO thread must be written
+    before the next one (records in order), and a kill -9 after that loses nothing."""
+    cl = cluster_factory(1, fsync="always", segment_bytes=16384)
+    cl.start()
+    spec = cl.nodes[0]
+    sent = [0] * N_COUNTERS
+    acked = [0] * N_COUNTERS
+    top = [0] * N_COUNTERS
+
+    async def run():
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(_writer(spec.port, random.Random(i), sent, acked, top, stop))
+                 for i in range(N_CONNS)]
+        r, w = await asyncio.open_connection("127.0.0.1", spec.port)
+        for policy in ["everysec", "always", "no", "always", "everysec", "always"] * 2:
+            await asyncio.sleep(0.08)
+            arg = policy.encode()
+            w.write(b"*4\r\n$6\r\nCONFIG\r\n$3\r\nSET\r\n$5\r\nfsync\r\n$%d\r\n%s\r\n" % (len(arg), arg))
+            await w.drain()
+            assert await r.readline() == b"+OK\r\n"
+        w.close()
+        await asyncio.sleep(0.05)
+        assert cl.procs[spec.node_id].poll() is None, "the node stopped by itself"
+        cl.kill(spec.node_id)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 20)
+
+    asyncio.run(run())
+    cl.start_node(spec)
+    vals = _read_counters(spec.port)
+    assert sum(acked) > 100
+    for c in range(N_COUNTERS):
+        assert acked[c] <= vals[c] <= sent[c], (c, acked[c], vals[c], sent[c])

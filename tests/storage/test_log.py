@@ -517,6 +517,31 @@ def test_corrupt_newest_snapshot_falls_back_to_full_log(tmp_path):
     assert any("invalid" in n for n in notes)
 
 
+def test_corrupt_newest_snapshot_falls_back_to_older_snapshot(tmp_path):
+    """Two snapshots on disk (the node died before the second one's finish step removed the
+    first and the covered log): the newest is damaged, the older one plus the log serves."""
+    d = str(tmp_path / "n")
+    s = recovered(d, 300)
+    drive(s, [[(E_SET, b"k%d" % (i % 11), b"%d" % i, 0)] for i in range(40)])
+    flush(s)
+    snapshot(s)
+    for _ in range(2):
+        drive(s, [[(E_HSET, b"h", [b"f%d" % i, b"%d" % i])] for i in range(30)])
+        pid, seq, pending = s.fork_snapshot()       # ... and no finish_snapshot: killed
+        s.write_out(*pending, sync=True)
+        s.log.roll(seq + 1)
+        os.waitpid(pid, 0)
+    drive(s, [[(E_DEL, b"k1")]])
+    flush(s)
+    want = digest(s.ks)
+    s.close()
+    snaps = snap.list_snapshots(os.path.join(d, "snapshots"))
+    assert [q for q, _ in snaps] == [40, 70, 100]
+    flip(snaps[-1][1], os.path.getsize(snaps[-1][1]) // 2)
+    r = recovered(d, 300)
+    assert r.snapshot_seq == 70 and digest(r.ks) == want and r.last_seq == 101
+
+
 def test_corrupt_newest_snapshot_with_log_removed_fails_clearly(tmp_path):
     d = str(tmp_path / "n")
     s = recovered(d, 500)
