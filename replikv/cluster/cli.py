@@ -127,8 +127,10 @@ def _status_table(rows: list[dict]):
 @click.option("--ack", default=None, help="async | semi-sync:K[:strict] | sync:LEVEL:K | sync:LEVEL:first:K:IDS")
 @click.option("--ack-timeout-ms", type=int, default=None)
 @click.option("--heartbeat-ms", type=int, default=None)
+@click.option("--net-faults", is_flag=True, default=None,
+              help="Route peer traffic through link proxies so links can be cut, delayed or made lossy.")
 @click.option("--detach", is_flag=True, help="Return once the nodes answer; stop them with `replikv down`.")
-def up(mode, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms, heartbeat_ms, detach) -> None:
+def up(mode, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms, heartbeat_ms, net_faults, detach) -> None:
     """Start a local cluster (or restart its stopped nodes) and show its status."""
     from ..server.config import ConfigError
 
@@ -136,7 +138,8 @@ def up(mode, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms, heartbeat_m
     if fsync:
         settings["fsync"] = fsync
     cluster_settings = {k: v for k, v in (("ack", ack), ("ack_timeout_ms", ack_timeout_ms),
-                                          ("heartbeat_ms", heartbeat_ms)) if v is not None}
+                                          ("heartbeat_ms", heartbeat_ms), ("net_faults", net_faults))
+                        if v is not None}
     try:
         try:
             cl = LocalCluster.load(data_dir)

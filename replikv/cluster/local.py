@@ -50,6 +50,13 @@ def _port_open(host: str, port: int, timeout: float = 0.2) -> bool:
         return False
 
 
+def _check_ports(n: NodeSpec) -> None:
+    for what, port in (("RESP", n.port), ("peer", n.peer_port), ("HTTP", n.http_port)):
+        if not 1 <= port <= 65535:
+            raise ClusterError(f"node {n.node_id} would need {what} port {port}, outside 1-65535; "
+                               f"choose another base port")
+
+
 class LocalCluster:
     def __init__(self, root: str, nodes: list[NodeSpec] | None = None, mode: str = "standalone",
                  settings: dict | None = None, cluster_settings: dict | None = None) -> None:
@@ -69,6 +76,8 @@ class LocalCluster:
         nodes = [NodeSpec(i, host, base_port + i - 1, base_port + PEER_OFFSET + i - 1,
                           base_port + HTTP_OFFSET + i - 1, os.path.join(root, f"node{i}"))
                  for i in range(1, n + 1)]
+        for spec in nodes:
+            _check_ports(spec)
         return cls(root, nodes, mode, settings, cluster_settings)
 
     def add_node(self) -> NodeSpec:
@@ -77,6 +86,7 @@ class LocalCluster:
         i = last.node_id + 1
         n = NodeSpec(i, last.host, last.port + 1, last.peer_port + 1, last.http_port + 1,
                      os.path.join(self.root, f"node{i}"))
+        _check_ports(n)
         self.nodes.append(n)
         self.save()
         return n
@@ -92,6 +102,13 @@ class LocalCluster:
         raw["mode"] = self.mode
         raw["nodes"] = [{"id": n.node_id, "host": n.host, "port": n.port, "peer_port": n.peer_port,
                          "http_port": n.http_port} for n in self.nodes]
+        proxied = bool(raw.pop("net_faults", False))
+        if proxied:
+            from .agent import proxy_port
+
+            base = self.nodes[0].port
+            raw["links"] = {f"{a.node_id}->{b.node_id}": f"{b.host}:{proxy_port(base, a.node_id, b.node_id)}"
+                            for a in self.nodes for b in self.nodes if a.node_id != b.node_id}
         text = cluster_to_toml(cluster_from_dict(raw))
         tmp = self.cluster_file + ".tmp"
         with open(tmp, "w") as fh:
@@ -142,6 +159,8 @@ class LocalCluster:
         return os.path.join(n.data_dir, "node.log")
 
     def pid(self, n: NodeSpec) -> int | None:
+        """The pid of node ``n`` if it runs, from our child or its pid file. A stale pid file
+        (the node was killed) or a pid since reused by another program counts as not running."""
         p = self.procs.get(n.node_id)
         if p is not None and p.poll() is None:
             return p.pid
@@ -156,14 +175,28 @@ class LocalCluster:
             return None
         except PermissionError:
             return pid
-        # a zombie child of ours is not running
+        # a zombie (a child of ours, or of a process that does not reap) is not running
         try:
             with open(f"/proc/{pid}/stat") as fh:
-                if fh.read().split()[2] == "Z":
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
                     return None
+        except (OSError, IndexError):
+            pass
+        # the pid may have been reused by another program since the node died
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                argv = fh.read().split(b"\0")
+            if b"node" not in argv or os.fsencode(n.data_dir) not in argv:
+                return None
+        except OSError:
+            pass  # no /proc: trust the pid file
+        return pid
+
+    def _forget_pid(self, n: NodeSpec) -> None:
+        try:
+            os.unlink(self.pid_file(n))
         except OSError:
             pass
-        return pid
 
     def is_running(self, n: NodeSpec) -> bool:
         return self.pid(n) is not None
@@ -196,17 +229,28 @@ class LocalCluster:
         return p.pid
 
     def wait_ready(self, n: NodeSpec, timeout: float = 30.0) -> None:
+        """Wait until node ``n`` answers: its RESP port accepts and its HTTP /health names
+        the very process we know (not some other program holding the port)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             p = self.procs.get(n.node_id)
             if p is not None and p.poll() is not None:
                 raise ClusterError(f"node {n.node_id} exited with code {p.returncode}; last log lines:\n"
                                    + self.tail_log(n))
-            if _port_open(n.host, n.port) and _port_open(n.host, n.http_port):
+            pid = self.pid(n)
+            if pid is None and p is None:
+                raise ClusterError(f"node {n.node_id} is not running; last log lines:\n" + self.tail_log(n))
+            if _port_open(n.host, n.port) and self._health_pid(n) == pid:
                 return
             time.sleep(0.05)
         raise ClusterError(f"node {n.node_id} did not answer on {n.address} within {timeout}s; log:\n"
                            + self.tail_log(n))
+
+    def _health_pid(self, n: NodeSpec) -> int | None:
+        try:
+            return self.http_get(n, "/health", timeout=1.0).get("pid")
+        except Exception:  # noqa: BLE001 - not answering (yet), or something else on the port
+            return None
 
     def tail_log(self, n: NodeSpec, lines: int = 20) -> str:
         try:
@@ -223,12 +267,73 @@ class LocalCluster:
             if not self.is_running(n):
                 self.start_node(n, wait=False)
                 started.append(n.node_id)
+        if self.mode != "standalone":
+            self.start_agent()
         if wait:
             for n in self.nodes:
                 self.wait_ready(n)
             if self.mode == "leader":
                 self.wait_leader()
         return started
+
+    # ------------------------------------------------------------------ the fault agent
+    @property
+    def agent_pid_file(self) -> str:
+        return os.path.join(self.root, "agent.pid")
+
+    def agent_pid(self) -> int | None:
+        try:
+            with open(self.agent_pid_file) as fh:
+                pid = int(fh.read().strip())
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().split()[2] == "Z":
+                    return None
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def start_agent(self, timeout: float = 15.0) -> None:
+        """The agent owns the link proxies (``net_faults``) and the fault HTTP API."""
+        from .agent import agent_port
+
+        if self.agent_pid() is not None:
+            return
+        logf = open(os.path.join(self.root, "agent.log"), "ab")
+        p = subprocess.Popen([sys.executable, "-m", "replikv.cluster.agent", self.root], stdout=logf,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        logf.close()
+        self.procs[0] = p
+        with open(self.agent_pid_file, "w") as fh:
+            fh.write(str(p.pid))
+        port = agent_port(self.nodes[0].port)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if p.poll() is not None:
+                raise ClusterError(f"the fault agent exited with code {p.returncode}; see {self.root}/agent.log")
+            if _port_open(self.nodes[0].host, port):
+                return
+            time.sleep(0.05)
+        raise ClusterError(f"the fault agent did not answer on port {port}")
+
+    def stop_agent(self) -> None:
+        pid = self.agent_pid()
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        p = self.procs.get(0)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if (p is not None and p.poll() is not None) or (p is None and self.agent_pid() is None):
+                return
+            time.sleep(0.02)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def leader(self) -> NodeSpec | None:
         """The node that leads now and holds its lease (None during an election)."""
@@ -271,7 +376,8 @@ class LocalCluster:
         except ProcessLookupError:
             pass
         os.kill(pid, signal.SIGKILL)
-        self._reap(n, 10)
+        if self._reap(n, 10):
+            self._forget_pid(n)
 
     def pause(self, node_id: int) -> None:
         self.signal(node_id, signal.SIGSTOP)
@@ -279,19 +385,28 @@ class LocalCluster:
     def resume(self, node_id: int) -> None:
         self.signal(node_id, signal.SIGCONT)
 
-    def stop_node(self, node_id: int, timeout: float = 10.0) -> None:
+    def stop_node(self, node_id: int, timeout: float = 10.0) -> bool:
+        """SIGTERM (the node drains and closes its log), SIGKILL after ``timeout``; True if
+        the node was running."""
         n = self.node(node_id)
         pid = self.pid(n)
         if pid is None:
-            return
+            self._forget_pid(n)
+            return False
         try:
             os.kill(pid, signal.SIGCONT)
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
-            return
+            self._forget_pid(n)
+            return True
         if not self._reap(n, timeout):
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self._reap(n, 5)
+        self._forget_pid(n)
+        return True
 
     def _reap(self, n: NodeSpec, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -305,9 +420,11 @@ class LocalCluster:
             time.sleep(0.02)
         return False
 
-    def stop(self) -> None:
-        for n in self.nodes:
-            self.stop_node(n.node_id)
+    def stop(self) -> list[int]:
+        """Stop every running node (and the fault agent); returns the node ids that were running."""
+        stopped = [n.node_id for n in self.nodes if self.stop_node(n.node_id)]
+        self.stop_agent()
+        return stopped
 
     # ------------------------------------------------------------------ status
     def http_get(self, n: NodeSpec, path: str, timeout: float = 2.0):

@@ -53,12 +53,21 @@ class ClusterConfig:
     max_lag_on_failover: int = 0         # a follower further behind (entries) is not eligible; 0 = no bound
     allow_stale_reads: bool = False      # a leader without its lease may still answer reads
     nodes: list = field(default_factory=list)
+    links: dict = field(default_factory=dict)   # (src, dst) -> (host, port): a proxy on that link
 
     def node(self, node_id: int) -> PeerSpec:
         for n in self.nodes:
             if n.node_id == node_id:
                 return n
         raise ConfigError(f"nodes: no node with id {node_id} in the cluster file")
+
+    def peer_addr(self, src: int, dst: int) -> tuple[str, int]:
+        """Where node ``src`` reaches node ``dst``'s peer port (through a link proxy if any)."""
+        via = self.links.get((src, dst))
+        if via is not None:
+            return via
+        spec = self.node(dst)
+        return spec.host, spec.peer_port
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -100,7 +109,15 @@ def load_cluster(path: str) -> ClusterConfig:
 
 def cluster_from_dict(raw: dict, where: str = "cluster file") -> ClusterConfig:
     c = ClusterConfig()
+    raw = dict(raw)
     nodes = raw.pop("nodes", [])
+    for k, v in (raw.pop("links", None) or {}).items():
+        try:
+            src, dst = (int(x) for x in str(k).split("->"))
+            host, port = str(v).rsplit(":", 1)
+            c.links[(src, dst)] = (host, int(port))
+        except ValueError:
+            raise ConfigError(f"links.{k}: expected \"SRC->DST\" = \"host:port\"") from None
     for k, v in raw.items():
         name = k.strip().lower().replace("-", "_")
         if name == "leader":
@@ -128,6 +145,11 @@ def cluster_to_toml(c: ClusterConfig) -> str:
              f"auto_failover = {'true' if c.auto_failover else 'false'}",
              f"max_lag_on_failover = {c.max_lag_on_failover}",
              f"allow_stale_reads = {'true' if c.allow_stale_reads else 'false'}", ""]
+    if c.links:
+        lines.append("[links]")
+        for (src, dst), (host, port) in sorted(c.links.items()):
+            lines.append(f'"{src}->{dst}" = "{host}:{port}"')
+        lines.append("")
     for n in c.nodes:
         lines += ["[[nodes]]", f"id = {n.node_id}", f'host = "{n.host}"', f"port = {n.port}",
                   f"peer_port = {n.peer_port}", f"http_port = {n.http_port}", ""]

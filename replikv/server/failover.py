@@ -142,9 +142,9 @@ class FailoverMixin:
     async def _rpc(self, node_id: int, msg: dict, timeout: float) -> dict | None:
         from .replication import PeerConnection
 
-        spec = self.cluster.node(node_id)
+        host, port = self.cluster.peer_addr(self.node.config.node_id, node_id)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(spec.host, spec.peer_port), timeout)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
         except (OSError, asyncio.TimeoutError):
             return None
         conn = PeerConnection(reader, writer)

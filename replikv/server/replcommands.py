@@ -114,6 +114,22 @@ def cmd_ackmode(node, conn, args):
     _reply(conn, OK)
 
 
+_plain_debug = _CONN_COMMANDS[b"DEBUG"]
+
+
+def cmd_debug(node, conn, args):
+    """DEBUG SKEW <ms>: this node's clock runs <ms> ahead (negative: behind). Fault injection."""
+    if len(args) == 3 and args[1].upper() == b"SKEW":
+        try:
+            node.clock.skew_ms = int(args[2])
+        except ValueError:
+            raise C.CommandError(C.NOT_INT) from None
+        _reply(conn, OK)
+        return
+    _plain_debug(node, conn, args)
+
+
+_CONN_COMMANDS[b"DEBUG"] = cmd_debug
 _CONN_COMMANDS[b"REPLICA"] = cmd_replica
 _CONN_COMMANDS[b"ACKMODE"] = cmd_ackmode
 _CONN_COMMANDS[b"FAILOVER"] = cmd_failover

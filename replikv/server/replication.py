@@ -191,6 +191,11 @@ class Replication(FailoverMixin):
             if hello.get("t") != "hello":
                 raise PeerProtocolError(f"expected hello, got {hello.get('t')}")
             fid = int(hello["node_id"])
+            if not self._knows_node(fid):
+                conn.send({"t": "refuse", "reason": f"node {fid} is not in the leader's cluster file"})
+                await conn.drain()
+                fid = None
+                return
             f_epoch = int(hello.get("epoch", 0))
             if self.role == "leader" and f_epoch > self.election.epoch:
                 log.warning("follower %d is in epoch %d, newer than ours (%d): stepping down", fid, f_epoch,
@@ -268,6 +273,31 @@ class Replication(FailoverMixin):
                 if self._senders.get(fid) is None or self._senders.get(fid).done():
                     self.leader_core.on_disconnect(fid)
             conn.close()
+
+    def _knows_node(self, node_id: int) -> bool:
+        """Is ``node_id`` in the cluster? A node added to the cluster file after this one
+        started (``replikv up --nodes N+1``) is learnt by re-reading the file, so ROLE, INFO
+        and status can name it (they look its address up)."""
+        c = self.cluster
+        if any(n.node_id == node_id for n in c.nodes):
+            return True
+        path = self.node.config.cluster
+        if not path:
+            return False
+        from .clusterconfig import load_cluster
+        from .config import ConfigError
+
+        try:
+            fresh = load_cluster(path)
+        except ConfigError as e:
+            log.warning("node %d said hello but is not in the cluster; re-reading %s failed: %s", node_id, path, e)
+            return False
+        known = {n.node_id for n in c.nodes}
+        for n in fresh.nodes:
+            if n.node_id not in known:
+                c.nodes.append(n)
+                log.info("node %d (%s:%d) joined the cluster file", n.node_id, n.host, n.port)
+        return any(n.node_id == node_id for n in c.nodes)
 
     async def _log_first_seq(self) -> int:
         st = self.node.storage
@@ -526,12 +556,12 @@ class Replication(FailoverMixin):
                 # leader unknown: ask the others (a non-leader answers with its leader hint)
                 others = self._others()
                 target = others[int(time.monotonic() * 10) % len(others)] if others else self.leader_id
-            spec = self.cluster.node(target)
+            host, port = self.cluster.peer_addr(self.node.config.node_id, target)
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(spec.host, spec.peer_port), 2.0)
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
             except (OSError, asyncio.TimeoutError) as e:
                 self.follower_core.link_up = False
-                log.debug("cannot reach node %d at %s:%d: %s", target, spec.host, spec.peer_port, e)
+                log.debug("cannot reach node %d at %s:%d: %s", target, host, port, e)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.5)
                 continue
