@@ -53,9 +53,12 @@ class ClientConnection(asyncio.Protocol):
         self.watch = WatchState()
         self.watched: list[bytes] = []
         self.closing = False
-        self.paused = False
+        self.paused = False             # the transport's buffer is full: the client reads slowly
+        self.held = False               # a pipeline's held replies (``waiting``) must leave first
+        self._reading = True
         self.ack_policy = None          # per-connection acknowledgement policy (ACKMODE), None = cluster's
         self.last_write_seq = 0
+        self.user_id = None             # SESSION USER: writes update the user's newest position
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport) -> None:
@@ -80,26 +83,35 @@ class ClientConnection(asyncio.Protocol):
         """Run the buffered commands. A pipeline whose replies pile up faster than the client
         reads them is cut short: once OUT_HIGH bytes of replies are queued they are handed to
         the transport, and if that pauses writing (the client is a slow reader), the rest of
-        the commands stay in the parser until resume_writing; so memory stays bounded."""
+        the commands stay in the parser until resume_writing. Replies still held for
+        durability (``waiting``) count too: then reading stops until they have left (``held``).
+        So one connection's memory stays bounded, however much it pipelines."""
         parser = self.parser
         execute = self.node.execute
         out = self.out
+        waiting = self.waiting
         counted = 0   # replies in ``out`` already measured
         size = 0
         try:
-            while not self.closing and not self.paused:
+            while not self.closing and not self.paused and not self.held:
                 args = parser.next_command()
                 if args is None:
                     break
                 if args:
+                    nw = len(waiting)
                     execute(self, args)
                     n = len(out)
                     while counted < n:
                         size += len(out[counted])
                         counted += 1
+                    for i in range(nw, len(waiting)):
+                        size += len(waiting[i][2] or b"")
                     if size >= OUT_HIGH:
                         self.flush()  # may call pause_writing
                         counted = size = 0
+                        if waiting:
+                            self.held = True
+                            self._update_reading()
         except ProtocolError as e:
             self.reply_now(encode(Error("ERR " + str(e)), self.proto))
             self.node.stats_protocol_errors += 1
@@ -108,21 +120,32 @@ class ClientConnection(asyncio.Protocol):
         if self.out:
             self.node.schedule_flush(self)
 
+    def _update_reading(self) -> None:
+        """Read from the client only while neither its replies (paused) nor held ones wait."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        want = not (self.paused or self.held)
+        if want != self._reading:
+            self._reading = want
+            if want:
+                t.resume_reading()
+                # commands already buffered meanwhile run now (not inside a transport callback)
+                self.node._loop.call_soon(self._resume_process)
+            else:
+                t.pause_reading()
+
     def pause_writing(self) -> None:
         # the client reads slower than we answer: stop reading (and running) its requests
-        if self.transport is not None and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
+        self.paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and self.paused:
-            self.paused = False
-            self.transport.resume_reading()
-            # commands already buffered while paused run now (not inside the transport's callback)
-            self.node._loop.call_soon(self._resume_process)
+        self.paused = False
+        self._update_reading()
 
     def _resume_process(self) -> None:
-        if not self.paused and not self.closing and self.parser.buffered():
+        if not self.paused and not self.held and not self.closing and self.parser.buffered():
             self._process()
 
     # ------------------------------------------------------------------ replies
@@ -181,6 +204,9 @@ class ClientConnection(asyncio.Protocol):
             self.out.clear()
         if self.closing and not self.waiting and self.transport is not None:
             self.transport.close()
+        elif self.held and not self.waiting:
+            self.held = False
+            self._update_reading()
 
     def close_after_flush(self) -> None:
         self.closing = True

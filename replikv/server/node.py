@@ -34,6 +34,7 @@ from ..core import commands as C
 from ..core.keyspace import E_DEL, digest
 from ..core.resp import (
     NULL_ARRAY,
+    OK,
     QUEUED,
     Error,
     encode,
@@ -96,6 +97,8 @@ class Node:
         self.cluster = None
         self._wm_cache: dict = {}
         self.loading = False             # the data is being replaced (rollback, full resync)
+        self.pos_waiters: list = []      # WAITPOS in progress: [seq, deadline, conn, slot]
+        self.user_positions: dict = {}   # user id -> newest write position (SESSION USER)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -283,10 +286,42 @@ class Node:
                 ks.deleted_pos.clear()
             if self.repl is not None:
                 self.repl.on_visible(v)
+        if self.pos_waiters:
+            self.check_pos_waiters()
         if self.waiters:
             done = [c for c in self.waiters if c.release()]
             for c in done:
                 self.waiters.discard(c)
+
+    # ------------------------------------------------------------------ positions for sessions
+    def position(self, seq: int | None = None) -> str:
+        """A position token: ``epoch:seq`` of this node's visible data (or of ``seq``)."""
+        seq = self.visible_seq if seq is None else seq
+        epoch = self.repl._epoch_at(seq) if self.repl is not None else self.storage.epoch
+        return f"{epoch}:{seq}"
+
+    def wait_position(self, conn: ClientConnection, seq: int, timeout_ms: int) -> None:
+        """WAITPOS: answer OK once this node has applied (and may show) ``seq``."""
+        if self.visible_seq >= seq:
+            conn.reply_now(encode(OK, conn.proto))
+            return
+        slot = conn.reply_slot(on_leadership_loss=None)
+        self.pos_waiters.append([seq, time.monotonic() + timeout_ms / 1000, conn, slot])
+
+    def check_pos_waiters(self) -> None:
+        now = time.monotonic()
+        keep = []
+        for w in self.pos_waiters:
+            seq, deadline, conn, slot = w
+            if self.visible_seq >= seq:
+                conn.fill_slot(slot, encode(OK, conn.proto))
+            elif now >= deadline or conn.closing:
+                conn.fill_slot(slot, encode(Error(
+                    f"TIMEOUT position {seq} not reached within the timeout (this node has {self.visible_seq})"),
+                    conn.proto))
+            else:
+                keep.append(w)
+        self.pos_waiters = keep
 
     def watermark_for(self, policy) -> int:
         """The highest position that meets a connection's own acknowledgement policy."""
@@ -449,6 +484,8 @@ class Node:
                 needed = seq
                 conn.last_write_seq = seq
                 policy = conn.ack_policy
+                if conn.user_id is not None:
+                    self.user_positions[conn.user_id] = seq
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
@@ -521,6 +558,8 @@ class Node:
             try:
                 self._active_expire()
                 self._maybe_snapshot()
+                if self.pos_waiters:
+                    self.check_pos_waiters()
             except Exception:  # a cron failure must not kill the node
                 log.exception("cron step failed")
 
@@ -578,16 +617,24 @@ class Node:
         t = time.perf_counter()
         _, status = await self._loop.run_in_executor(None, os.waitpid, pid, 0)
         ok = os.waitstatus_to_exitcode(status) == 0
+        removed = 0
+        if ok:
+            # the parent publishes the child's file (storage.finish_snapshot), unless the
+            # data was replaced (rollback, resync) while the child wrote
+            try:
+                removed = await self._loop.run_in_executor(self._io, self.storage.finish_snapshot, seq,
+                                                           self.config.log_retention_bytes)
+            except OSError as e:
+                log.error("publishing the snapshot at seq %d failed: %r", seq, e)
+            ok = os.path.exists(self.storage.snapshot_path(seq))
         self.snapshot_in_progress = False
         self.snapshot_pid = 0
         self.last_snapshot_ok = ok
         if self.repl is not None:
             self.repl.snapshot_done(seq, ok)
         if not ok:
-            log.error("background snapshot at seq %d failed (child exit status %s)", seq, status)
+            log.error("background snapshot at seq %d failed or was discarded (child exit status %s)", seq, status)
             return
-        removed = await self._loop.run_in_executor(self._io, self.storage.finish_snapshot, seq,
-                                                   self.config.log_retention_bytes)
         self.last_save_time = int(time.time())
         self.metrics.snapshots.inc()
         log.info("snapshot at seq %d written in %.3fs; %d old log segment(s) removed",

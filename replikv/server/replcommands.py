@@ -96,6 +96,59 @@ def cmd_failover(node, conn, args):
     asyncio.ensure_future(run())
 
 
+def _parse_pos(b: bytes) -> int:
+    """A position token ``epoch:seq`` (or a bare ``seq``): replikv compares by seq."""
+    text = b.decode("utf-8", "replace")
+    try:
+        seq = int(text.rsplit(":", 1)[-1])
+        if seq < 0:
+            raise ValueError
+        return seq
+    except ValueError:
+        raise C.CommandError(f"ERR invalid position '{text}': expected EPOCH:SEQ or SEQ") from None
+
+
+def cmd_lastpos(node, conn, args):
+    """LASTPOS: the position of this connection's last write (MySQL's session GTID)."""
+    if len(args) != 1:
+        raise C.CommandError(C.arity_error("lastpos"))
+    seq = conn.last_write_seq
+    _reply(conn, node.position(seq).encode() if seq else b"0:0")
+
+
+def cmd_pos(node, conn, args):
+    """POS: the position this node has applied and may show to readers."""
+    if len(args) != 1:
+        raise C.CommandError(C.arity_error("pos"))
+    _reply(conn, node.position().encode())
+
+
+def cmd_waitpos(node, conn, args):
+    """WAITPOS <position> <timeout-ms>: OK once this node has applied the position; an error
+    after the timeout, so the client can go elsewhere (PostgreSQL's WAIT FOR LSN)."""
+    if len(args) != 3:
+        raise C.CommandError(C.arity_error("waitpos"))
+    seq = _parse_pos(args[1])
+    timeout_ms = C.parse_int(args[2])
+    if timeout_ms < 0:
+        raise C.CommandError("ERR timeout is negative")
+    node.wait_position(conn, seq, timeout_ms)
+
+
+def cmd_session(node, conn, args):
+    """SESSION USER <id>: this connection's writes update the user's newest position, kept by
+    the leader, so another device of the same user can read its writes without a token.
+    SESSION USERPOS <id>: that newest position (0:0 if none)."""
+    if len(args) == 3 and args[1].upper() == b"USER":
+        conn.user_id = args[2]
+        _reply(conn, OK)
+    elif len(args) == 3 and args[1].upper() == b"USERPOS":
+        seq = node.user_positions.get(args[2], 0)
+        _reply(conn, node.position(seq).encode() if seq else b"0:0")
+    else:
+        raise C.CommandError("ERR usage: SESSION USER <id> | SESSION USERPOS <id>")
+
+
 def cmd_ackmode(node, conn, args):
     if len(args) == 1:
         p = conn.ack_policy or (node.repl.policy if node.repl is not None else None)
@@ -133,6 +186,14 @@ _CONN_COMMANDS[b"DEBUG"] = cmd_debug
 _CONN_COMMANDS[b"REPLICA"] = cmd_replica
 _CONN_COMMANDS[b"ACKMODE"] = cmd_ackmode
 _CONN_COMMANDS[b"FAILOVER"] = cmd_failover
+_CONN_COMMANDS[b"LASTPOS"] = cmd_lastpos
+_CONN_COMMANDS[b"POS"] = cmd_pos
+_CONN_COMMANDS[b"WAITPOS"] = cmd_waitpos
+_CONN_COMMANDS[b"SESSION"] = cmd_session
 CONNECTION_COMMANDS.setdefault("replica", (-2, ["admin", "noscript"]))
 CONNECTION_COMMANDS.setdefault("ackmode", (-1, ["fast"]))
 CONNECTION_COMMANDS.setdefault("failover", (-1, ["admin", "noscript"]))
+CONNECTION_COMMANDS.setdefault("lastpos", (1, ["fast"]))
+CONNECTION_COMMANDS.setdefault("pos", (1, ["fast"]))
+CONNECTION_COMMANDS.setdefault("waitpos", (3, ["noscript"]))
+CONNECTION_COMMANDS.setdefault("session", (-3, ["fast"]))
