@@ -25,8 +25,10 @@ message naming both. A snapshot ahead of the log (its child finished before the 
 records reached the disk, then a crash) is fine: the covered segments are removed and the
 log continues after the snapshot.
 
-The snapshot child dies with its parent (PR_SET_PDEATHSIG on Linux): a child orphaned by a
-kill -9 must not rename an old life's snapshot into the data directory of the next one.
+The snapshot child only writes (and fsyncs) a temp file; the parent publishes it in
+``finish_snapshot`` unless the data was replaced meanwhile (rollback, installed snapshot).
+The child also dies with its parent (PR_SET_PDEATHSIG on Linux): an orphan of a kill -9
+would only waste the next life's CPU (its temp file is removed at start).
 
 Watermarks, each <= the previous:
   last_seq     assigned to a record and applied in memory
@@ -143,6 +145,10 @@ class Storage:
         self._buf_first = 0
         self.records_since_snapshot = 0
         self.bytes_since_snapshot = 0
+        # bumped whenever the data is replaced wholesale (recovery, rollback, installed
+        # snapshot): a snapshot forked before that describes data that no longer exists
+        self.generation = 0
+        self._forked: tuple[int, int] | None = None   # (seq, generation) of the running child
 
     @property
     def history_id(self) -> str:
@@ -172,7 +178,8 @@ class Storage:
                           f"{header.get('history_id')}, this node is {self.history_id}")
             self._say(f"loaded snapshot {os.path.basename(path)} at seq {snap_seq} ({len(self.ks)} keys)")
             break
-        self._remove_stale_tmp()
+        if self.generation == 0:
+            self._remove_stale_tmp()    # at start only: later a live child may be writing one
         self.snapshot_seq = snap_seq
         why_missing = (" (a newer snapshot was invalid: " + "; ".join(invalid) + ")") if invalid else ""
         n = 0
@@ -207,6 +214,7 @@ class Storage:
         else:
             self._restart_log()
         self._buf_first = self.last_seq + 1
+        self.generation += 1
 
     def _restart_log(self) -> None:
         """The snapshot is ahead of the log: every segment holds only records the snapshot
@@ -294,6 +302,7 @@ class Storage:
         header = {"seq": seq, "epoch": self.epoch, "history_id": self.history_id,
                   "created_ms": int(time.time() * 1000), "format": FORMAT_VERSION,
                   "keys": len(self.ks)}
+        self._forked = (seq, self.generation)
         _resolve_prctl()
         parent = os.getpid()
         pid = os.fork()
@@ -301,7 +310,7 @@ class Storage:
             code = 1
             try:
                 _snapshot_child_setup(parent)
-                snap.write_snapshot(self.snap_dir, self.ks, header)
+                snap.write_snapshot(self.snap_dir, self.ks, header, publish=False)
                 code = 0
             except BaseException as e:
                 try:
@@ -316,8 +325,25 @@ class Storage:
         return pid, seq, pending
 
     def finish_snapshot(self, seq: int, keep_log_bytes: int = 0) -> int:
-        """After the child succeeded: drop older snapshots and covered log segments
-        (keeping ``keep_log_bytes`` of them for followers). IO thread."""
+        """After the child succeeded: publish its snapshot (rename it into place), then drop
+        older snapshots and covered log segments (keeping ``keep_log_bytes`` of them for
+        followers). IO thread.
+
+        If the data was replaced while the child wrote (a rollback, an installed snapshot),
+        the child's snapshot describes a state this node no longer has: it is deleted
+        unpublished and nothing else is touched (``snapshot_path(seq)`` then does not exist).
+        The child never publishes itself, so no recovery (not even the one a rollback runs
+        while the child writes) can ever load such a snapshot."""
+        forked = self._forked
+        if forked is not None and forked[0] == seq:
+            self._forked = None
+            if forked[1] != self.generation:
+                self._discard_snapshot(seq)
+                return 0
+        if not os.path.exists(self.snapshot_path(seq) + ".tmp"):
+            self._say(f"WARNING the snapshot at seq {seq} is missing its written file; not published")
+            return 0
+        snap.publish_snapshot(self.snap_dir, seq)
         self.snapshot_seq = max(self.snapshot_seq, seq)
         self.snapshot_time = time.time()
         for s, path in snap.list_snapshots(self.snap_dir):
@@ -336,6 +362,14 @@ class Storage:
 
     def snapshot_path(self, seq: int) -> str:
         return os.path.join(self.snap_dir, snap.snapshot_name(seq))
+
+    def _discard_snapshot(self, seq: int) -> None:
+        try:
+            os.unlink(self.snapshot_path(seq) + ".tmp")
+        except FileNotFoundError:
+            pass
+        self._say(f"WARNING the snapshot at seq {seq} was discarded: the data it was taken from was "
+                  f"replaced (rollback or resync) while it was being written")
 
     # ------------------------------------------------------------------ replication (follower side)
     def append_frame(self, frame: bytes, seq: int, epoch: int) -> None:
@@ -382,6 +416,7 @@ class Storage:
         self.meta["epoch"] = self.epoch
         self.meta["resync"] = False
         self.meta.save()
+        self.generation += 1
 
     def adopt_history(self, history_id: str) -> None:
         if self.meta["history_id"] != history_id:

@@ -53,8 +53,10 @@ def write_snapshot_stream(write, ks: Keyspace, header: dict) -> int:
     return count
 
 
-def write_snapshot(directory: str, ks: Keyspace, header: dict) -> str:
-    """Write the snapshot file for ``header['seq']`` durably; returns its path."""
+def write_snapshot(directory: str, ks: Keyspace, header: dict, publish: bool = True) -> str:
+    """Write the snapshot file for ``header['seq']`` durably; returns its path. With
+    ``publish`` False it is left as ``<name>.tmp`` (fsynced) for ``publish_snapshot``: the
+    forked child writes, the parent decides whether the result may become the base."""
     os.makedirs(directory, exist_ok=True)
     final = os.path.join(directory, snapshot_name(header["seq"]))
     tmp = final + ".tmp"
@@ -62,7 +64,15 @@ def write_snapshot(directory: str, ks: Keyspace, header: dict) -> str:
         write_snapshot_stream(fh.write, ks, header)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, final)
+    if not publish:
+        return tmp
+    return publish_snapshot(directory, header["seq"])
+
+
+def publish_snapshot(directory: str, seq: int) -> str:
+    """Atomically rename the written temp file into place (and make the rename durable)."""
+    final = os.path.join(directory, snapshot_name(seq))
+    os.replace(final + ".tmp", final)
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

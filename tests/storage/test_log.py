@@ -527,10 +527,11 @@ def test_corrupt_newest_snapshot_falls_back_to_older_snapshot(tmp_path):
     snapshot(s)
     for _ in range(2):
         drive(s, [[(E_HSET, b"h", [b"f%d" % i, b"%d" % i])] for i in range(30)])
-        pid, seq, pending = s.fork_snapshot()       # ... and no finish_snapshot: killed
+        pid, seq, pending = s.fork_snapshot()
         s.write_out(*pending, sync=True)
         s.log.roll(seq + 1)
         os.waitpid(pid, 0)
+        snap.publish_snapshot(s.snap_dir, seq)      # ... then killed before the clean-up
     drive(s, [[(E_DEL, b"k1")]])
     flush(s)
     want = digest(s.ks)
@@ -583,6 +584,7 @@ def test_snapshot_ahead_of_log_recovers_twice(tmp_path):
     drive(s, [[(E_SET, b"b%d" % i, b"2", 0)] for i in range(5)])
     pid, seq, pending = s.fork_snapshot()          # records 11..15 are never written out
     os.waitpid(pid, 0)
+    snap.publish_snapshot(s.snap_dir, seq)         # (fsync everysec, then a power loss)
     s.close()
     want = digest(s.ks)
     r = recovered(d)
@@ -596,6 +598,33 @@ def test_snapshot_ahead_of_log_recovers_twice(tmp_path):
     r2.close()
 
 
+def test_snapshot_forked_before_a_rollback_is_discarded(tmp_path):
+    """A rollback (failover) replaces the data while a snapshot child writes: the child's
+    snapshot describes records that no longer exist and must not become the base of the
+    log (nor remove the segments now holding the new records at those positions)."""
+    from replikv.storage.rollback import rollback
+
+    d = str(tmp_path / "n")
+    s = recovered(d, 400)
+    drive(s, [[(E_SET, b"k%d" % i, b"old", 0)] for i in range(20)])
+    flush(s)
+    pid, seq, pending = s.fork_snapshot()
+    assert seq == 20 and pending is None
+    s.log.roll(seq + 1)
+    os.waitpid(pid, 0)                        # the child wrote snap-20 (not yet published)
+    assert rollback(s, 10, 1, "test") == 10   # its recovery must not pick that file up
+    assert s.snapshot_seq == 0 and s.last_seq == 10
+    drive(s, [[(E_SET, b"k%d" % i, b"new", 0)] for i in range(15)])
+    flush(s)
+    assert s.finish_snapshot(seq) == 0
+    assert snap.list_snapshots(s.snap_dir) == [] and s.snapshot_seq == 0
+    want = digest(s.ks)
+    s.close()
+    r = recovered(d, 400)
+    assert digest(r.ks) == want and r.last_seq == 25
+    assert r.ks.data[b"k14"].value == b"new" and b"k19" not in r.ks.data
+
+
 def test_epoch_survives_in_snapshot(tmp_path):
     d = str(tmp_path / "n")
     s = recovered(d)
@@ -605,6 +634,22 @@ def test_epoch_survives_in_snapshot(tmp_path):
     snapshot(s)
     s.close()
     assert recovered(d).epoch == 7
+
+
+def test_child_never_publishes_its_snapshot(tmp_path):
+    """Only the parent's finish_snapshot renames the child's file into place: a parent that
+    dies first leaves a temp file (removed at the next start), never a snapshot."""
+    d = str(tmp_path / "n")
+    s = recovered(d)
+    drive(s, [[(E_SET, b"a%d" % i, b"1", 0)] for i in range(10)])
+    flush(s)
+    pid, seq, _ = s.fork_snapshot()
+    os.waitpid(pid, 0)
+    assert snap.list_snapshots(s.snap_dir) == []
+    assert os.path.exists(s.snapshot_path(seq) + ".tmp")
+    s.close()
+    r = recovered(d)
+    assert os.listdir(r.snap_dir) == [] and len(r.ks) == 10
 
 
 def test_stale_snapshot_tmp_is_removed(tmp_path):
