@@ -59,7 +59,7 @@ class Agent:
         ids = [n.node_id for n in self.cl.nodes]
         for s in ids:
             for d in ids:
-                if s == d:
+                if s == d or self.cl.node(s).partition != self.cl.node(d).partition:
                     continue
                 dst = self.cl.node(d)
                 p = LinkProxy(s, d, dst.host, proxy_port(self.base, s, d), dst.host, dst.peer_port)

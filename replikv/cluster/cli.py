@@ -118,6 +118,8 @@ def _status_table(rows: list[dict]):
 @main.command()
 @click.option("--mode", type=click.Choice(["standalone", "leader"]), default=None,
               help="standalone nodes, or single-leader replication (node 1 leads at first).")
+@click.option("--partitions", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Leader mode: split the keyspace into this many partitions, each its own leader and followers.")
 @click.option("--nodes", type=click.IntRange(1, 100), default=None, help="Number of nodes (default 1, or 3 in leader mode). "
               "More than a running cluster has adds nodes to it.")
 @click.option("--base-port", type=click.IntRange(1, 65535), default=7100, show_default=True,
@@ -130,7 +132,8 @@ def _status_table(rows: list[dict]):
 @click.option("--net-faults", is_flag=True, default=None,
               help="Route peer traffic through link proxies so links can be cut, delayed or made lossy.")
 @click.option("--detach", is_flag=True, help="Return once the nodes answer; stop them with `replikv down`.")
-def up(mode, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms, heartbeat_ms, net_faults, detach) -> None:
+def up(mode, partitions, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms, heartbeat_ms, net_faults,
+       detach) -> None:
     """Start a local cluster (or restart its stopped nodes) and show its status."""
     from ..server.config import ConfigError
 
@@ -155,8 +158,10 @@ def up(mode, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms, heartbeat_m
                 raise
             mode = mode or ("leader" if ack else "standalone")
             n = nodes or (3 if mode == "leader" else 1)
+            if partitions > 1 and mode != "leader":
+                raise ClusterError("--partitions needs --mode leader") from None
             cl = LocalCluster.create(data_dir, n, base_port, mode=mode, settings=settings,
-                                     cluster_settings=cluster_settings)
+                                     cluster_settings=cluster_settings, partitions=partitions)
         cl.save()
     except (ClusterError, ConfigError) as e:
         click.echo(f"replikv: {e}", err=True)

@@ -32,6 +32,7 @@ class NodeSpec:
     http_port: int
     data_dir: str
     extra_args: list = field(default_factory=list)
+    partition: int = 1
 
     @property
     def address(self) -> str:
@@ -71,11 +72,16 @@ class LocalCluster:
     @classmethod
     def create(cls, root: str, n: int = 1, base_port: int = 7100, host: str = "127.0.0.1",
                mode: str = "standalone", settings: dict | None = None,
-               cluster_settings: dict | None = None) -> LocalCluster:
+               cluster_settings: dict | None = None, partitions: int = 1) -> LocalCluster:
+        """``n`` nodes, or ``n`` nodes per partition: partition p holds nodes (p-1)*n+1 .. p*n,
+        each partition a leader and followers replicating independently."""
         root = os.path.abspath(root)
         nodes = [NodeSpec(i, host, base_port + i - 1, base_port + PEER_OFFSET + i - 1,
-                          base_port + HTTP_OFFSET + i - 1, os.path.join(root, f"node{i}"))
-                 for i in range(1, n + 1)]
+                          base_port + HTTP_OFFSET + i - 1, os.path.join(root, f"node{i}"),
+                          partition=(i - 1) // n + 1)
+                 for i in range(1, n * partitions + 1)]
+        if partitions > 1:
+            cluster_settings = dict(cluster_settings or {}, partitions=partitions)
         for spec in nodes:
             _check_ports(spec)
         return cls(root, nodes, mode, settings, cluster_settings)
@@ -92,28 +98,51 @@ class LocalCluster:
         return n
 
     @property
+    def partitions(self) -> int:
+        return int(self.cluster_settings.get("partitions", 1))
+
+    @property
     def cluster_file(self) -> str:
+        return self.cluster_file_for(1)
+
+    def cluster_file_for(self, partition: int) -> str:
+        if self.partitions > 1:
+            return os.path.join(self.root, f"cluster-p{partition}.toml")
         return os.path.join(self.root, "cluster.toml")
 
+    def partition_nodes(self, partition: int) -> list[NodeSpec]:
+        return [n for n in self.nodes if n.partition == partition]
+
     def write_cluster_file(self) -> None:
+        """One cluster file per partition: its own nodes, and the partition map for MOVED."""
         from ..server.clusterconfig import cluster_from_dict, cluster_to_toml
 
-        raw = dict(self.cluster_settings)
-        raw["mode"] = self.mode
-        raw["nodes"] = [{"id": n.node_id, "host": n.host, "port": n.port, "peer_port": n.peer_port,
-                         "http_port": n.http_port} for n in self.nodes]
-        proxied = bool(raw.pop("net_faults", False))
-        if proxied:
-            from .agent import proxy_port
+        for p in range(1, self.partitions + 1):
+            members = self.partition_nodes(p)
+            raw = dict(self.cluster_settings)
+            raw["mode"] = self.mode
+            raw["nodes"] = [{"id": n.node_id, "host": n.host, "port": n.port, "peer_port": n.peer_port,
+                             "http_port": n.http_port} for n in members]
+            proxied = bool(raw.pop("net_faults", False))
+            if self.partitions > 1:
+                raw["partition"] = p
+                raw["leader"] = members[0].node_id
+                raw["partition_nodes"] = [{"partition": n.partition, "host": n.host, "port": n.port}
+                                          for n in self.nodes]
+            else:
+                raw.pop("partitions", None)
+            if proxied:
+                from .agent import proxy_port
 
-            base = self.nodes[0].port
-            raw["links"] = {f"{a.node_id}->{b.node_id}": f"{b.host}:{proxy_port(base, a.node_id, b.node_id)}"
-                            for a in self.nodes for b in self.nodes if a.node_id != b.node_id}
-        text = cluster_to_toml(cluster_from_dict(raw))
-        tmp = self.cluster_file + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, self.cluster_file)
+                base = self.nodes[0].port
+                raw["links"] = {f"{a.node_id}->{b.node_id}": f"{b.host}:{proxy_port(base, a.node_id, b.node_id)}"
+                                for a in members for b in members if a.node_id != b.node_id}
+            text = cluster_to_toml(cluster_from_dict(raw))
+            path = self.cluster_file_for(p)
+            tmp = path + ".tmp"
+            with open(tmp, "w") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
 
     @property
     def leader_id(self) -> int:
@@ -206,7 +235,7 @@ class LocalCluster:
                 "--port", str(n.port), "--peer-port", str(n.peer_port), "--http-port", str(n.http_port),
                 "--data-dir", n.data_dir]
         if self.mode != "standalone":
-            args += ["--cluster", self.cluster_file]
+            args += ["--cluster", self.cluster_file_for(n.partition)]
         for k, v in self.settings.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
         return args + list(n.extra_args)
@@ -335,9 +364,10 @@ class LocalCluster:
         except ProcessLookupError:
             pass
 
-    def leader(self) -> NodeSpec | None:
-        """The node that leads now and holds its lease (None during an election)."""
-        for n in self.nodes:
+    def leader(self, partition: int = 1) -> NodeSpec | None:
+        """The node that leads (partition ``partition``) now and holds its lease (None during
+        an election)."""
+        for n in self.partition_nodes(partition):
             if not self.is_running(n):
                 continue
             try:
@@ -351,12 +381,17 @@ class LocalCluster:
     def wait_leader(self, timeout: float = 30.0) -> NodeSpec:
         """Wait until a leader holds its lease (its followers answer it)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            n = self.leader()
-            if n is not None:
-                return n
-            time.sleep(0.05)
-        raise ClusterError(f"no leader with a lease within {timeout}s")
+        first = None
+        for p in range(1, self.partitions + 1):
+            while True:
+                n = self.leader(p)
+                if n is not None:
+                    first = first or n
+                    break
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"no leader with a lease within {timeout}s (partition {p})")
+                time.sleep(0.05)
+        return first
 
     def signal(self, node_id: int, sig: int) -> None:
         n = self.node(node_id)

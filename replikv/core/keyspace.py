@@ -39,10 +39,11 @@ E_SREM = 6      # (E_SREM, key, [member, ...]); the key goes when its last membe
 E_RENAME = 7    # (E_RENAME, src, dst); keeps the TTL, replaces dst
 E_FLUSH = 8     # (E_FLUSH,)
 E_APPEND = 9    # (E_APPEND, key, data)
+E_META = 10     # (E_META, key, {"deps": [[partition, seq], ...]}): replication metadata of an entry
 
 EFFECT_NAMES = {E_SET: "set", E_DEL: "del", E_EXPIRE: "expire", E_HSET: "hset", E_HDEL: "hdel",
                 E_SADD: "sadd", E_SREM: "srem", E_RENAME: "rename", E_FLUSH: "flush",
-                E_APPEND: "append"}
+                E_APPEND: "append", E_META: "meta"}
 
 
 class Entry:
@@ -212,6 +213,10 @@ class Keyspace:
             if self.watchers:
                 self._touch(src)
                 self._touch(dst)
+        elif op == E_META:
+            e = data.get(effect[1])
+            if e is not None:
+                e.meta = effect[2]
         elif op == E_FLUSH:
             if self.watchers:
                 for k in list(self.watchers):
@@ -263,11 +268,13 @@ def entry_to_wire(key: bytes, e: Entry) -> list:
         v = flat
     elif e.type == T_SET:
         v = list(v)
+    if e.meta is not None:
+        return [key, e.type, v, e.expire_at, e.pos, e.meta]
     return [key, e.type, v, e.expire_at, e.pos]
 
 
 def entry_from_wire(ks: Keyspace, item: list) -> None:
-    key, type_, v, exp, pos = item
+    key, type_, v, exp, pos = item[:5]
     if type_ == T_HASH:
         v = dict(zip(v[::2], v[1::2], strict=True))
     elif type_ == T_SET:
@@ -275,6 +282,8 @@ def entry_from_wire(ks: Keyspace, item: list) -> None:
     elif type_ != T_STRING:
         raise ValueError(f"unknown type {type_!r} for key {key!r}")
     ks.load_entry(key, type_, v, exp, pos)
+    if len(item) > 5:
+        ks.data[key].meta = item[5]
 
 
 def digest(ks: Keyspace, now_ms: int | None = None) -> str:

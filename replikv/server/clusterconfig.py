@@ -54,6 +54,9 @@ class ClusterConfig:
     allow_stale_reads: bool = False      # a leader without its lease may still answer reads
     nodes: list = field(default_factory=list)
     links: dict = field(default_factory=dict)   # (src, dst) -> (host, port): a proxy on that link
+    partition: int = 1                          # this file's partition (1-based)
+    partitions: int = 1                         # how many partitions the keyspace is split into
+    partition_map: dict = field(default_factory=dict)  # partition -> [(host, port), ...] of its nodes
 
     def node(self, node_id: int) -> PeerSpec:
         for n in self.nodes:
@@ -86,6 +89,8 @@ class ClusterConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ConfigError(f"{name}: must be a non-negative integer, got {v!r}")
+        if not (1 <= self.partition <= self.partitions):
+            raise ConfigError(f"partition: must be between 1 and partitions ({self.partitions}), got {self.partition}")
         if self.heartbeat_ms <= 0:
             raise ConfigError("heartbeat_ms: must be positive")
         if not self.nodes:
@@ -111,6 +116,12 @@ def cluster_from_dict(raw: dict, where: str = "cluster file") -> ClusterConfig:
     c = ClusterConfig()
     raw = dict(raw)
     nodes = raw.pop("nodes", [])
+    for i, pn in enumerate(raw.pop("partition_nodes", None) or []):
+        try:
+            c.partition_map.setdefault(int(pn["partition"]), []).append((str(pn.get("host", "127.0.0.1")),
+                                                                        int(pn["port"])))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"partition_nodes[{i}]: needs partition and port: {e}") from None
     for k, v in (raw.pop("links", None) or {}).items():
         try:
             src, dst = (int(x) for x in str(k).split("->"))
@@ -124,7 +135,7 @@ def cluster_from_dict(raw: dict, where: str = "cluster file") -> ClusterConfig:
             name = "leader_id"
         if name not in ("mode", "ack", "ack_timeout_ms", "heartbeat_ms", "leader_id", "resync_fresh_records",
                         "relay_segment_bytes", "election_timeout_ms", "auto_failover", "max_lag_on_failover",
-                        "allow_stale_reads"):
+                        "allow_stale_reads", "partition", "partitions"):
             raise ConfigError(f"{k}: unknown setting in {where}")
         setattr(c, name, v)
     for i, n in enumerate(nodes):
@@ -145,6 +156,11 @@ def cluster_to_toml(c: ClusterConfig) -> str:
              f"auto_failover = {'true' if c.auto_failover else 'false'}",
              f"max_lag_on_failover = {c.max_lag_on_failover}",
              f"allow_stale_reads = {'true' if c.allow_stale_reads else 'false'}", ""]
+    if c.partitions > 1:
+        lines += [f"partition = {c.partition}", f"partitions = {c.partitions}", ""]
+        for p, addrs in sorted(c.partition_map.items()):
+            for host, port in addrs:
+                lines += ["[[partition_nodes]]", f"partition = {p}", f'host = "{host}"', f"port = {port}", ""]
     if c.links:
         lines.append("[links]")
         for (src, dst), (host, port) in sorted(c.links.items()):
@@ -154,3 +170,30 @@ def cluster_to_toml(c: ClusterConfig) -> str:
         lines += ["[[nodes]]", f"id = {n.node_id}", f'host = "{n.host}"', f"port = {n.port}",
                   f"peer_port = {n.peer_port}", f"http_port = {n.http_port}", ""]
     return "\n".join(lines)
+
+
+SLOTS = 16384
+
+
+def key_slot(key: bytes) -> int:
+    """Redis Cluster's hash slot: CRC16 (XMODEM) of the key, or of its {hash tag} if it has a
+    non-empty one, so ``{user42}:name`` and ``{user42}:email`` land together."""
+    import binascii
+
+    s = key.find(b"{")
+    if s >= 0:
+        e = key.find(b"}", s + 1)
+        if e > s + 1:
+            key = key[s + 1:e]
+    return binascii.crc_hqx(key, 0) % SLOTS
+
+
+def partition_of_slot(slot: int, partitions: int) -> int:
+    """Partitions own contiguous slot ranges, in order (1-based)."""
+    return slot * partitions // SLOTS + 1
+
+
+def slot_range(partition: int, partitions: int) -> tuple[int, int]:
+    lo = -(-((partition - 1) * SLOTS) // partitions)
+    hi = -(-(partition * SLOTS) // partitions) - 1
+    return lo, hi

@@ -59,6 +59,7 @@ class ClientConnection(asyncio.Protocol):
         self.ack_policy = None          # per-connection acknowledgement policy (ACKMODE), None = cluster's
         self.last_write_seq = 0
         self.user_id = None             # SESSION USER: writes update the user's newest position
+        self.causal_deps = None         # CAUSAL: positions the next write depends on
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport) -> None:
@@ -99,7 +100,11 @@ class ClientConnection(asyncio.Protocol):
                     break
                 if args:
                     nw = len(waiting)
-                    execute(self, args)
+                    try:
+                        execute(self, args)
+                    except Exception:  # a bug in a command: an error reply and a log line, not a bare drop
+                        self._command_crashed(args)
+                        break
                     n = len(out)
                     while counted < n:
                         size += len(out[counted])
@@ -119,6 +124,14 @@ class ClientConnection(asyncio.Protocol):
             self.close_after_flush()
         if self.out:
             self.node.schedule_flush(self)
+
+    def _command_crashed(self, args: list[bytes]) -> None:
+        """A command raised: answer with an error and close this connection (whether the
+        command already queued a reply is unknown, so the stream cannot be trusted)."""
+        name = args[0][:64].decode("utf-8", "replace")
+        self.node.log.exception("client %s: command %r failed; closing the connection", self.addr, name)
+        self.reply_now(encode(Error(f"ERR internal error running '{name}'; see the node log"), self.proto))
+        self.close_after_flush()
 
     def _update_reading(self) -> None:
         """Read from the client only while neither its replies (paused) nor held ones wait."""

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import __version__
 from ..core import commands as C
-from ..core.keyspace import E_DEL, digest
+from ..core.keyspace import E_DEL, E_META, digest
 from ..core.resp import (
     NULL_ARRAY,
     OK,
@@ -411,6 +411,8 @@ class Node:
             return
         if self.repl is not None:
             why = self._repl_gate(cmd)
+            if why is None and self.cluster.partitions > 1:
+                why = self._partition_check(cmd, args)
             if why:
                 conn.reply_now(encode(Error(why), conn.proto))
                 return
@@ -431,6 +433,24 @@ class Node:
         if self.role == "leader":
             return self.repl.gate(cmd.is_write)
         return None
+
+    def _partition_check(self, cmd, args) -> str | None:
+        """Keys of another partition get a MOVED redirect, as in Redis Cluster."""
+        from .clusterconfig import key_slot, partition_of_slot
+
+        c = self.cluster
+        where = None
+        for k in cmd.keys(args):
+            slot = key_slot(k)
+            p = partition_of_slot(slot, c.partitions)
+            if where is not None and p != where[0]:
+                return "CROSSSLOT Keys in request don't hash to the same partition"
+            where = (p, slot)
+        if where is None or where[0] == c.partition:
+            return None
+        addrs = c.partition_map.get(where[0]) or [("?", 0)]
+        host, port = addrs[0]
+        return f"MOVED {where[1]} {host}:{port}"
 
     def fail_waiting(self, reason: str) -> None:
         """Leadership was lost: replies still waiting for acknowledgement get an error saying
@@ -478,6 +498,16 @@ class Node:
                 wrote = True
         needed = 0
         policy = None
+        if wrote and conn.causal_deps and ctx.effects:
+            # CAUSAL: the session that wrote this depends on these positions of other partitions;
+            # readers learn them with DEPS and wait for them (consistent prefix reads)
+            meta = {"deps": conn.causal_deps}
+            for cmd, args in batch:
+                if cmd.is_write:
+                    for k in cmd.keys(args):
+                        if k in ks.data:
+                            ctx.emit((E_META, k, meta))
+            conn.causal_deps = None
         if ctx.effects:
             seq = st.append(ctx.effects, now)
             if wrote:
@@ -489,6 +519,8 @@ class Node:
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
+        elif wrote and conn.causal_deps:
+            conn.causal_deps = None
         if self.visible_seq < st.last_seq:
             # something is not yet durable: a reply that reveals it must wait for it
             for cmd, args in batch:

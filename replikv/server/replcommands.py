@@ -149,6 +149,47 @@ def cmd_session(node, conn, args):
         raise C.CommandError("ERR usage: SESSION USER <id> | SESSION USERPOS <id>")
 
 
+def cmd_causal(node, conn, args):
+    """CAUSAL <partition>:<seq> ...: the next write on this connection depends on these
+    positions (what the session wrote or read elsewhere); they are stored with the keys it
+    writes and replicated, and DEPS returns them to readers."""
+    deps = []
+    for a in args[1:]:
+        text = a.decode("utf-8", "replace")
+        try:
+            p, seq = text.split(":")
+            deps.append([int(p), int(seq)])
+        except ValueError:
+            raise C.CommandError(f"ERR invalid dependency '{text}': expected PARTITION:SEQ") from None
+    conn.causal_deps = deps or None
+    _reply(conn, OK)
+
+
+def cmd_deps(node, conn, args):
+    """DEPS <key>: the positions of other partitions that the key's last write depends on."""
+    if len(args) != 2:
+        raise C.CommandError(C.arity_error("deps"))
+    e = node.storage.ks.data.get(args[1])
+    deps = (e.meta or {}).get("deps", []) if e is not None and isinstance(e.meta, dict) else []
+    _reply(conn, [f"{p}:{seq}".encode() for p, seq in deps])
+
+
+def cmd_partitions(node, conn, args):
+    """PARTITIONS: the partition map: [partition, first slot, last slot, [host:port, ...]]."""
+    from .clusterconfig import slot_range
+
+    c = node.cluster
+    if c is None or c.partitions <= 1:
+        me = node.config
+        _reply(conn, [[1, 0, 16383, [f"{me.host}:{me.port}".encode()]]])
+        return
+    out = []
+    for p in range(1, c.partitions + 1):
+        lo, hi = slot_range(p, c.partitions)
+        out.append([p, lo, hi, [f"{h}:{port}".encode() for h, port in c.partition_map.get(p, [])]])
+    _reply(conn, out)
+
+
 def cmd_ackmode(node, conn, args):
     if len(args) == 1:
         p = conn.ack_policy or (node.repl.policy if node.repl is not None else None)
@@ -190,6 +231,9 @@ _CONN_COMMANDS[b"LASTPOS"] = cmd_lastpos
 _CONN_COMMANDS[b"POS"] = cmd_pos
 _CONN_COMMANDS[b"WAITPOS"] = cmd_waitpos
 _CONN_COMMANDS[b"SESSION"] = cmd_session
+_CONN_COMMANDS[b"CAUSAL"] = cmd_causal
+_CONN_COMMANDS[b"DEPS"] = cmd_deps
+_CONN_COMMANDS[b"PARTITIONS"] = cmd_partitions
 CONNECTION_COMMANDS.setdefault("replica", (-2, ["admin", "noscript"]))
 CONNECTION_COMMANDS.setdefault("ackmode", (-1, ["fast"]))
 CONNECTION_COMMANDS.setdefault("failover", (-1, ["admin", "noscript"]))
@@ -197,3 +241,6 @@ CONNECTION_COMMANDS.setdefault("lastpos", (1, ["fast"]))
 CONNECTION_COMMANDS.setdefault("pos", (1, ["fast"]))
 CONNECTION_COMMANDS.setdefault("waitpos", (3, ["noscript"]))
 CONNECTION_COMMANDS.setdefault("session", (-3, ["fast"]))
+CONNECTION_COMMANDS.setdefault("causal", (-1, ["fast"]))
+CONNECTION_COMMANDS.setdefault("deps", (2, ["readonly", "fast"]))
+CONNECTION_COMMANDS.setdefault("partitions", (1, ["fast"]))
