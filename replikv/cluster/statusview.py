@@ -15,7 +15,8 @@ def status_renderable(rows: list[dict]):
     from rich.table import Table
 
     t = Table(title="replikv cluster", expand=False)
-    for col in ("node", "address", "role", "position (history:seq)", "keys", "fsync", "clients", "http", "state"):
+    for col in ("node", "address", "role", "position (history:seq)", "keys", "fsync", "clients", "peer", "http",
+                "state"):
         t.add_column(col)
     followers = []
     leader_row = None
@@ -23,7 +24,7 @@ def status_renderable(rows: list[dict]):
         state = "up" if r.get("reachable") else ("running, not answering" if r.get("running") else "down")
         pos = f"{str(r.get('history_id', '?'))[:8]}:{r.get('last_seq', '?')}" if r.get("reachable") else "-"
         t.add_row(str(r["node_id"]), r["address"], str(r.get("role", "-")), pos, str(r.get("keys", "-")),
-                  str(r.get("fsync", "-")), str(r.get("clients", "-")), r["http"], state)
+                  str(r.get("fsync", "-")), str(r.get("clients", "-")), str(r.get("peer", "-")), r["http"], state)
         repl = r.get("replication") or {}
         if repl.get("role") == "leader":
             leader_row = r

@@ -206,10 +206,12 @@ class RequestParser:
         pos = self._pos
         eol = buf.find(b"\n", pos)
         if eol < 0:
-            if len(buf) - pos > self.max_inline_len:
+            if len(buf) - pos > self.max_inline_len + 1:  # + 1: the line's "\r" may be here already
                 raise ProtocolError("Protocol error: too big inline request")
             return None
         line = bytes(buf[pos:eol]).rstrip(b"\r")
+        if len(line) > self.max_inline_len:  # the same limit however the line was split into reads
+            raise ProtocolError("Protocol error: too big inline request")
         self._consume(eol + 1)
         try:
             return split_inline(line)

@@ -6,7 +6,11 @@ dashboard on the same server.
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
+
+PROM_TEXT = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes
 
 
 async def start_http(node, host: str, port: int) -> web.AppRunner:
@@ -14,14 +18,14 @@ async def start_http(node, host: str, port: int) -> web.AppRunner:
     app["node"] = node
 
     async def health(request):
-        return web.json_response({"ok": True, "node_id": node.config.node_id, "role": node.role})
+        return web.json_response({"ok": True, "node_id": node.config.node_id, "role": node.role,
+                                  "pid": os.getpid()})
 
     async def status(request):
         return web.json_response(node.status())
 
     async def metrics(request):
-        return web.Response(body=node.metrics.render(),
-                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+        return web.Response(body=node.metrics.render(), headers={"Content-Type": PROM_TEXT})
 
     app.router.add_get("/health", health)
     app.router.add_get("/status", status)
