@@ -171,8 +171,15 @@ class LocalCluster:
                 d = json.load(fh)
         except FileNotFoundError:
             raise ClusterError(f"no cluster in {root} (no cluster.json); start one with `replikv up`") from None
-        return cls(root, [NodeSpec(**n) for n in d["nodes"]], d.get("mode", "standalone"), d.get("settings", {}),
-                   d.get("cluster_settings", {}))
+        except (OSError, UnicodeDecodeError) as e:
+            raise ClusterError(f"cannot read {path}: {e}") from None
+        except ValueError as e:
+            raise ClusterError(f"{path} is not valid JSON ({e}); fix or remove it") from None
+        try:
+            return cls(root, [NodeSpec(**n) for n in d["nodes"]], d.get("mode", "standalone"),
+                       d.get("settings", {}), d.get("cluster_settings", {}))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ClusterError(f"{path} does not describe a cluster ({type(e).__name__}: {e}); fix or remove it") from None
 
     def node(self, node_id: int) -> NodeSpec:
         for n in self.nodes:

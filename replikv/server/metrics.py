@@ -7,8 +7,12 @@ command path next to nothing.
 
 from __future__ import annotations
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+# no ``*_created`` timestamp series beside every counter and histogram: noise in a node's scrape
+getattr(prometheus_client, "disable_created_metrics", lambda: None)()
 
 
 class NodeMetrics:

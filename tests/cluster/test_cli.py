@@ -124,6 +124,17 @@ def test_status_and_down_without_a_cluster(tmp_path):
         assert p.returncode == 1 and "no cluster" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize("manifest", [b"not json", b'{"nodes": [{"port": 1}]}', b"[]", b"\xff"])
+def test_damaged_cluster_manifest_is_a_message(tmp_path, manifest):
+    d = tmp_path / "c"
+    d.mkdir()
+    (d / "cluster.json").write_bytes(manifest)
+    for cmd in (["up", "--detach"], ["status"], ["down"]):
+        p = replikv(*cmd, "--data-dir", d)
+        assert p.returncode in (1, 2) and "cluster.json" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert (d / "cluster.json").read_bytes() == manifest   # never overwritten
+
+
 def test_up_refuses_ports_beyond_65535(tmp_path):
     p = replikv("up", "--detach", "--data-dir", tmp_path / "x", "--base-port", 65400)
     assert p.returncode == 2 and "65600" in p.stderr and "Traceback" not in p.stderr
@@ -132,12 +143,35 @@ def test_up_refuses_ports_beyond_65535(tmp_path):
 
 def test_up_reports_a_node_that_cannot_start(cluster_dir):
     base = free_base_port(1)
-    with socket.socket() as squatter:   # another program holds the node's RESP port
-        squatter.bind(("127.0.0.1", base))
-        squatter.listen()
+    # another program holds the node's RESP and HTTP ports: both answer, yet the node is not up
+    with socket.socket() as resp_squatter, socket.socket() as http_squatter:
+        for sq, port in ((resp_squatter, base), (http_squatter, base + 200)):
+            sq.bind(("127.0.0.1", port))
+            sq.listen()
         p = replikv("up", "--detach", "--data-dir", cluster_dir, "--base-port", base)
     assert p.returncode == 1, p.stdout + p.stderr
     assert "node 1 exited" in p.stderr and "cannot start" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_stale_pid_file_of_another_program_is_not_a_node(tmp_path):
+    """A node killed long ago leaves its pid file; if that pid now belongs to another program,
+    the node counts as not running and `down` leaves that program alone."""
+    cl = LocalCluster.create(str(tmp_path / "c"), 1, free_base_port(1))
+    n = cl.nodes[0]
+    os.makedirs(n.data_dir)
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        with open(cl.pid_file(n), "w") as fh:
+            fh.write(str(other.pid))
+        assert not cl.is_running(n)
+        cl.save()
+        p = replikv("down", "--data-dir", cl.root)
+        assert p.returncode == 0 and "no node was running" in p.stdout
+        assert other.poll() is None
+        assert not os.path.exists(cl.pid_file(n))
+    finally:
+        other.kill()
+        other.wait()
 
 
 # ---------------------------------------------------------------------------- replikv node
