@@ -185,6 +185,9 @@ class ClientConnection(asyncio.Protocol):
         e = [float("inf"), None, on_leadership_loss, "s", time.monotonic()]
         self.waiting.append(e)
         self.node.waiters.add(self)
+        # a blocking command (as Redis's WAIT): the commands after it run only once it is answered
+        self.held = True
+        self._update_reading()
         return e
 
     def fill_slot(self, slot: list, data: bytes) -> None:

@@ -1,0 +1,159 @@
+"""The asyncio client: the same decisions as client.Client (shared Session, classify,
+leader_hint), over redis.asyncio, with retries just as deliberate."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis
+import redis.asyncio as aredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .client import NoLeader, OutcomeUnknown, Topology, _addr, _key_of, classify, leader_hint
+from .session import Session
+
+
+class AsyncClient:
+    def __init__(self, nodes, session: Session | None = None, wait_timeout_ms: int = 1000,
+                 socket_timeout: float = 5.0, max_redirects: int = 20) -> None:
+        if isinstance(nodes, str):
+            nodes = [nodes]
+        self.topology = Topology([_addr(n) for n in nodes])
+        self.session = session if session is not None else Session()
+        self.wait_timeout_ms = wait_timeout_ms
+        self.socket_timeout = socket_timeout
+        self.max_redirects = max_redirects
+        self._conns: dict = {}
+        self._rr = 0
+
+    def conn(self, addr):
+        c = self._conns.get(addr)
+        if c is None:
+            c = aredis.Redis(host=addr[0], port=addr[1], socket_timeout=self.socket_timeout,
+                             socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+            self._conns[addr] = c
+        return c
+
+    async def refresh(self) -> None:
+        t = self.topology
+        for addr in list(dict.fromkeys([a for v in t.partitions.values() for a in v] + t.seeds)):
+            try:
+                pm = await self.conn(addr).execute_command("PARTITIONS")
+            except (redis.RedisError, OSError):
+                continue
+            t.partitions = {int(p[0]): [_addr(a.decode()) for a in p[3]] for p in pm}
+            t.count = len(t.partitions)
+            break
+        for p, addrs in t.partitions.items():
+            for addr in addrs:
+                try:
+                    role = await self.conn(addr).execute_command("ROLE")
+                except (redis.RedisError, OSError):
+                    continue
+                if role[0] == b"master":
+                    t.leaders[p] = addr
+                    break
+                if role[0] == b"slave" and role[3] in (b"connected", b"sync"):
+                    t.leaders[p] = (role[1].decode(), int(role[2]))
+                    break
+
+    async def leader(self, p: int):
+        if p not in self.topology.leaders:
+            await self.refresh()
+        if p not in self.topology.leaders:
+            raise NoLeader(f"no leader known for partition {p}")
+        return self.topology.leaders[p]
+
+    async def write(self, *args):
+        key = _key_of(args)
+        p = self.topology.partition_of(key)
+        for _ in range(self.max_redirects):
+            addr = await self.leader(p)
+            pipe = self.conn(addr).pipeline(transaction=False)
+            deps = self.session.write_deps(p)
+            if deps:
+                pipe.execute_command("CAUSAL", *[f"{q}:{s}" for q, s in deps])
+            pipe.execute_command(*args)
+            pipe.execute_command("LASTPOS")
+            try:
+                res = await pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                raise OutcomeUnknown(f"{args[0]!r} to {addr}: {e}") from e
+            out, pos = res[-2], res[-1]
+            if isinstance(out, Exception):
+                kind = classify(out)
+                if kind == "unknown":
+                    raise OutcomeUnknown(str(out)) from out
+                if kind == "retry":
+                    hint = leader_hint(out)
+                    if hint is not None:
+                        self.topology.leaders[p] = hint
+                    else:
+                        self.topology.leaders.pop(p, None)
+                        await asyncio.sleep(0.05)
+                    continue
+                raise out
+            if isinstance(pos, bytes):
+                self.session.after_write(p, int(pos.decode().rsplit(":", 1)[-1]))
+            return out
+        raise NoLeader(f"partition {p}: still redirected after {self.max_redirects} tries")
+
+    async def read(self, *args):
+        key = _key_of(args)
+        p = self.topology.partition_of(key)
+        plan = self.session.plan_read(p, key or b"")
+        if plan.target == "follower":
+            lead = self.topology.leaders.get(p)
+            fl = [a for a in self.topology.partitions.get(p, []) if a != lead]
+            if fl:
+                self._rr += 1
+                start = (plan.sticky if plan.sticky is not None else self._rr) % len(fl)
+                for addr in fl[start:] + fl[:start]:
+                    res = await self._try(addr, plan.need_seq, args, key)
+                    if res is not None:
+                        self._observe(p, res, key)
+                        return res[0]
+        for _ in range(self.max_redirects):
+            addr = await self.leader(p)
+            res = await self._try(addr, 0, args, key)
+            if res is not None:
+                self._observe(p, res, key)
+                return res[0]
+            self.topology.leaders.pop(p, None)
+            await asyncio.sleep(0.05)
+        raise NoLeader(f"partition {p}: no leader answered")
+
+    async def _try(self, addr, need, args, key):
+        pipe = self.conn(addr).pipeline(transaction=False)
+        if need:
+            pipe.execute_command("WAITPOS", need, self.wait_timeout_ms)
+        pipe.execute_command(*args)
+        if key is not None:
+            pipe.execute_command("DEPS", key)
+        pipe.execute_command("POS")
+        try:
+            res = await pipe.execute(raise_on_error=False)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return None
+        if any(isinstance(r, Exception) for r in res):
+            return None
+        return res[1:] if need else res
+
+    def _observe(self, p, res, key) -> None:
+        deps = []
+        if key is not None and isinstance(res[1], list):
+            deps = [tuple(int(x) for x in d.decode().split(":")) for d in res[1]]
+        if isinstance(res[-1], bytes):
+            self.session.after_read(p, int(res[-1].decode().rsplit(":", 1)[-1]), deps)
+
+    async def get(self, key):
+        return await self.read("GET", key)
+
+    async def set(self, key, value, *opts):
+        return await self.write("SET", key, value, *opts)
+
+    async def close(self) -> None:
+        for c in self._conns.values():
+            await c.aclose()
+        self._conns.clear()
