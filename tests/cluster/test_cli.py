@@ -253,3 +253,32 @@ def test_node_valid_toml_flags_override(tmp_path):
     assert proc.returncode == 0, out
     assert b"Traceback" not in out and b"stopped at seq 1" in out
     assert (data / "log").exists() or any(data.iterdir())   # the node wrote where the file said
+
+
+def test_one_node_per_data_dir(tmp_path):
+    data = tmp_path / "data"
+    a, b = free_base_port(1), free_base_port(1)
+
+    def start(port):
+        return subprocess.Popen([sys.executable, "-m", "replikv", "node", "--port", str(port), "--peer-port",
+                                 str(port + 100), "--http-port", str(port + 200), "--data-dir", str(data)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    first = start(a)
+    try:
+        wait_for(client(a).ping, timeout=30, what="the first node to answer")
+        assert client(a).set("k", "v")
+        second = start(b)
+        out, err = second.communicate(timeout=30)
+        assert second.returncode == 1, out + err
+        assert b"in use by another node" in err and str(first.pid).encode() in err and b"Traceback" not in err
+        assert client(a).get("k") == b"v"
+        # a crash leaves no stale lock: after kill -9 the data dir can be served again
+        first.kill()
+        first.wait()
+        first = start(b)
+        wait_for(client(b).ping, timeout=30, what="a node on the same data dir after the crash")
+        assert client(b).get("k") == b"v"
+    finally:
+        first.kill()
+        first.wait()
