@@ -128,6 +128,13 @@ class FailoverMixin:
         e = self.election
         if self.role == "leader":
             self.lease_until = e.lease_until_ms(now)
+            if now >= self.lease_until and node.waiters:
+                # Without its lease this leader may already have been replaced: it must not
+                # acknowledge anything any more, so no write still waiting for its followers
+                # may be released later by the semi-sync fallback (expire_waiting, or the
+                # leader core's ack timeout, both after this in the same tick). Its outcome
+                # is unknown (NOTACKED), as at a step-down.
+                node.fail_waiting(f"the lease of epoch {e.epoch} ran out")
             if now >= self.lease_until and time.monotonic() - self._last_probe > self.cluster.election_timeout_ms / 2000:
                 self._last_probe = time.monotonic()
                 asyncio.ensure_future(self._probe())

@@ -1,0 +1,137 @@
+"""The leader cut off from both followers (MISSION L5, must-show 3): by SIGSTOP, and by a real
+link cut (its peer links dropped by proxies while it keeps running and clients still reach
+it). The majority elects a new leader; the old one never acknowledges a write in its old
+epoch once the new leader exists (its lease has run out: NOLEASE, then READONLY once it
+learns the new epoch), becomes a follower when the partition ends, and converges. Every
+acknowledged write is stamped with the epoch of the node that acknowledged it: no two nodes
+acknowledged writes in the same epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+import pytest
+import redis
+
+from tests.conftest import client, wait_for
+from tests.failover.conftest import (
+    StaleClient,
+    Writers,
+    assert_one_leader_per_epoch,
+    converged,
+    error_kind,
+    role,
+    status,
+    wait_leader_among,
+)
+
+REFUSALS = {"NOLEASE", "READONLY", "LOADING"}   # LOADING: while it rolls back
+MARGIN = 0.5     # seconds a reply may take to reach the test's threads (scheduling on a busy machine)
+
+
+def probe_writes(cl, node_id: int, n: int, out: list) -> list[threading.Thread]:
+    """``n`` writes on fresh connections to ``node_id``, each in its own thread (a paused node
+    answers only when it resumes); appends (t_sent, outcome) to ``out``."""
+
+    def one(i):
+        r = client(cl.node(node_id).port, socket_timeout=60)
+        t = time.monotonic()
+        try:
+            outcome = "OK" if r.set(f"probe:{i}", "x") is True else "?"
+        except (redis.ResponseError, redis.ConnectionError, redis.TimeoutError) as e:
+            outcome = error_kind(e)
+        out.append((t, outcome))
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+@pytest.mark.parametrize("ack", ["async", "semi-sync:1"])
+@pytest.mark.parametrize("how", ["sigstop", "link-cut"])
+def test_isolated_leader_is_replaced_and_fenced(failover_cluster, how, ack):
+    cl = failover_cluster(3, ack=ack, links=how == "link-cut")
+    w = Writers(cl, threads=3, prefix="p", track_epoch=True)
+    stale = StaleClient(cl, 1)
+    probes: list = []
+    with w:
+        w.wait_acked_by(1, 50)
+        stale.start()
+        wait_for(lambda: any(r[4] == "OK" for r in stale.results), 10, what="the stale client writing")
+        t_iso = time.monotonic()
+        if how == "sigstop":
+            cl.pause(1)
+        else:
+            cl.net.cut(1, 2)
+            cl.net.cut(1, 3)
+        new = wait_leader_among(cl, [2, 3])
+        t_new = time.monotonic()
+        new_epoch = status(cl, new)["epoch"]
+        assert new_epoch >= 1
+        w.wait_acked_by(new, 50)
+        probe_threads = probe_writes(cl, 1, 5, probes)
+        if how == "link-cut":
+            # running but cut off: it cannot even learn the new epoch; it refuses (no lease)
+            st1 = status(cl, 1)
+            assert st1["epoch"] < new_epoch and not (st1["role"] == "leader" and st1["lease"]), st1
+            wait_for(lambda: any(r[2] > t_new and r[4] != "OK" for r in stale.results), 10,
+                     what="the old leader refusing the stale client")
+            cl.net.heal(1, 2)
+            cl.net.heal(1, 3)
+        else:
+            cl.resume(1)
+        for t in probe_threads:
+            t.join(60)
+        wait_for(lambda: status(cl, 1)["role"] == "follower" and status(cl, 1)["leader_id"] == new
+                 and role(cl, 1) == b"slave", 30, what="the old leader following the new one")
+        w.wait_acked_by(new, w.acked_by(new) + 20)
+    stale.stop()
+    assert status(cl, 1)["epoch"] >= new_epoch
+    wait_for(lambda: converged(cl, new, [1, 2, 3]), 30, what="DIGEST equal on all nodes")
+
+    # the old leader refused everything sent to it once it had been cut off long enough for the
+    # new leader to exist (sigstop: anything sent while paused is handled after SIGCONT)
+    cutoff = t_iso + 0.1 if how == "sigstop" else t_new
+    late = [r for r in stale.results if r[2] > cutoff]
+    assert late, "the stale client sent nothing to the old leader while it was cut off"
+    print(f"{how}/{ack}: stale client after the cut-off: "
+          f"{sorted(set(r[4] for r in late))}; probes: {sorted(set(p[1] for p in probes))}; "
+          f"writers: acked {len(w.acked)}, unknown {dict(w.errors)}")
+    assert len(probes) == 5 and all(p[1] in REFUSALS for p in probes), probes
+    bad = [r for r in late if r[4] not in REFUSALS | {"ConnectionError", "TimeoutError"}]
+    assert not bad, bad[:5]
+    bad = [a for a in w.acked.values() if a.node == 1 and a.t_sent > cutoff]
+    assert not bad, bad[:5]
+    # no acknowledgement from the old leader reached anyone after the new leader existed
+    late_ok = [r for r in stale.results if r[4] == "OK" and r[3] > t_new + MARGIN]
+    late_ok += [a for a in w.acked.values() if a.node == 1 and a.t > t_new + MARGIN]
+    assert not late_ok, late_ok[:5]
+
+    # one leader per epoch among all acknowledged writes
+    owners = assert_one_leader_per_epoch(list(w.acked.values()))
+    assert owners.get(0) == {1} and owners.get(new_epoch) == {new}, owners
+
+    # every acknowledged write is in the converged data, or (async: acknowledged by the old
+    # leader before it was cut off, never replicated) in its lost-writes.jsonl: never silently gone
+    path = os.path.join(cl.node(1).data_dir, "lost-writes.jsonl")
+    lost = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            lost = {row["key"]: row for row in map(json.loads, fh)}
+    acked = {k: (a.value, a.node, round(a.t_sent - t_iso, 3), round(a.t - t_iso, 3)) for k, a in w.acked.items()}
+    acked.update({r[0]: (r[1], 1, round(r[2] - t_iso, 3), round(r[3] - t_iso, 3)) for r in stale.results
+                  if r[4] == "OK"})
+    r = client(cl.node(new).port)
+    keys = sorted(acked)
+    gone = [k for k, v in zip(keys, r.mget(keys), strict=True) if v is None or v.decode() != acked[k][0]]
+    for k in gone:
+        assert k in lost and lost[k]["value"] == acked[k][0] and acked[k][1] == 1, (k, acked[k], lost.get(k))
+    if ack != "async":
+        assert not gone, (f"{len(gone)} write(s) acknowledged under {ack} were lost (value, node, sent, acked, "
+                          f"seconds after the cut; new leader seen at {t_new - t_iso:.3f}): "
+                          f"{[(k, acked[k]) for k in gone[:5]]}")

@@ -1,0 +1,100 @@
+"""Manual switchover and manual-only failover (MISSION L5, must-show 4).
+
+- ``replikv failover --to 2`` and then the FAILOVER command, both under write load: no
+  acknowledged write is lost; writes during the handover wait or get TRYAGAIN (or a
+  READONLY redirect once it is done), never vanish silently; nothing is rolled back.
+- ``auto_failover = false``: the leader killed, no node becomes leader by itself (several
+  election timeouts), the followers still serve reads, and ``replikv failover`` says that no
+  node leads.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from tests.conftest import client, wait_for
+from tests.failover.conftest import (
+    Writers,
+    assert_all_acked_present,
+    converged,
+    leader_among,
+    metric,
+    role,
+    status,
+    try_status,
+)
+
+HANDOVER_ERRORS = {"TRYAGAIN", "READONLY", "NOTACKED", "NOLEASE"}
+
+
+def replikv(*args, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "replikv", *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def test_switchover_under_load_loses_no_acknowledged_write(failover_cluster):
+    cl = failover_cluster(3, ack="semi-sync:1", ack_timeout_ms=5000)
+    with Writers(cl, threads=4, prefix="s") as w:
+        w.wait_acked_by(1, 200)
+        out = replikv("failover", "--data-dir", cl.root, "--to", "2")
+        assert out.returncode == 0, out.stderr
+        assert "node 2 leads epoch 1" in out.stdout, out.stdout
+        assert leader_among(cl, [2]) == 2
+        w.wait_acked_by(2, 200)
+
+        # and once more, with the FAILOVER command (no target: the most up to date follower)
+        reply = client(cl.node(2).port, socket_timeout=30).execute_command("FAILOVER", "TIMEOUT", "10000")
+        third = int(reply.decode().split()[1])
+        assert third in (1, 3) and "leads epoch 2" in reply.decode(), reply
+        w.wait_acked_by(third, 200)
+    print(f"acked {len(w.acked)} (node 1: {w.acked_by(1)}, node 2: {w.acked_by(2)}, node {third}: "
+          f"{w.acked_by(third)}), unknown {len(w.unknown)} {dict(w.errors)}")
+    assert set(w.errors) <= HANDOVER_ERRORS, w.samples
+    assert status(cl, third)["role"] == "leader" and status(cl, third)["epoch"] == 2
+    for i in (1, 2, 3):
+        if i != third:
+            assert role(cl, i) == b"slave"
+    wait_for(lambda: converged(cl, third, [1, 2, 3]), 30, what="DIGEST equal on all nodes")
+    for i in (1, 2, 3):
+        assert_all_acked_present(cl, i, w.acked)
+        # a switchover rolls nothing back
+        assert status(cl, i)["lost_records"] == 0
+        assert metric(cl, i, "replikv_lost_writes_total") == 0
+
+
+def test_no_failover_by_itself_when_auto_failover_is_off(failover_cluster):
+    cl = failover_cluster(3, ack="semi-sync:1", auto_failover=False, election_timeout_ms=500)
+    assert status(cl, 2)["auto_failover"] is False
+    r = client(cl.node(1).port)
+    for i in range(20):
+        assert r.set(f"m:{i}", f"v{i}") is True
+    wait_for(lambda: converged(cl, 1, [1, 2, 3]), 20, what="followers caught up")
+    cl.kill(1)
+
+    # several election timeouts (drawn in [500, 1000) ms): no one stands, no one leads
+    end = time.monotonic() + 3 * 2 * 0.5 + 1
+    while time.monotonic() < end:
+        for i in (2, 3):
+            st = try_status(cl, i)
+            assert st is not None
+            assert st["role"] == "follower" and st["election_role"] == "follower", st
+            assert st["epoch"] == 0 and st["leader_id"] == 1, st
+        time.sleep(0.1)
+    assert leader_among(cl, [2, 3]) is None
+    for i in (2, 3):
+        assert metric(cl, i, "replikv_is_leader") == 0
+        assert metric(cl, i, "replikv_leader_elections_won_total") == 0
+        ri = client(cl.node(i).port)
+        assert role(cl, i) == b"slave"
+        # the followers still serve reads, and refuse writes
+        assert ri.mget([f"m:{j}" for j in range(20)]) == [f"v{j}".encode() for j in range(20)]
+        with pytest.raises(redis.ReadOnlyError):
+            ri.set("m:new", "x")
+    # a manual switchover needs a leader to hand over from
+    out = replikv("failover", "--data-dir", cl.root, "--to", "2")
+    assert out.returncode == 2 and "no node currently leads" in out.stderr, (out.returncode, out.stderr)
