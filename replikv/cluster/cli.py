@@ -164,8 +164,9 @@ def _status_table(rows: list[dict]):
 @click.option("--net-faults", is_flag=True, default=None,
               help="Route peer traffic through link proxies so links can be cut, delayed or made lossy.")
 @click.option("--detach", is_flag=True, help="Return once the nodes answer; stop them with `replikv down`.")
+@click.option("--dashboard", is_flag=True, help="Print the dashboard's URL (and open it when there is a display).")
 def up(mode, partitions, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms, heartbeat_ms, net_faults,
-       detach) -> None:
+       detach, dashboard) -> None:
     """Start a local cluster (or restart its stopped nodes) and show its status."""
     from ..server.config import ConfigError
 
@@ -212,6 +213,10 @@ def up(mode, partitions, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms,
     for n in cl.nodes:
         con.print(f"node {n.node_id}: RESP {n.address}  HTTP http://{n.host}:{n.http_port}/status  "
                   f"data {n.data_dir}" + ("  (started)" if n.node_id in started else "  (already running)"))
+    if dashboard:
+        from ..dashboard import announce
+
+        announce(cl, con.print)
     if detach:
         con.print(_status_table(cl.status()))
         con.print(f"try: redis-cli -p {cl.nodes[0].port} set hello world")
@@ -280,4 +285,5 @@ if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))
 
 
+from ..scenarios import cli as _scenarios_cli  # noqa: E402,F401  (registers `replikv scenario`)
 from . import cli_ops  # noqa: E402,F401  (registers `replikv failover`)

@@ -32,6 +32,9 @@ async def start_http(node, host: str, port: int) -> web.AppRunner:
     app.router.add_get("/metrics", metrics)
     for route in node.http_routes():
         app.router.add_route(*route)
+    from .dashboard import add_dashboard_routes
+
+    add_dashboard_routes(app, node)   # /dashboard, /events, /cluster, /admin/...
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)

@@ -749,6 +749,7 @@ class Node:
             "keys": len(st.ks),
             "fsync": cfg.fsync,
             "clients": len(self.clients),
+            "commands": command_counts(self),
             "snapshot_seq": st.snapshot_seq,
             "snapshot_in_progress": self.snapshot_in_progress,
             "log_bytes": st.log.total_bytes(),
@@ -866,3 +867,4 @@ class Node:
 
 from . import replcommands  # noqa: E402,F401  (registers REPLICA, ACKMODE)
 from .conncommands import _CONN_COMMANDS, _NOT_IN_MULTI, _TX_CONTROL, _ConnCmd, _unknown  # noqa: E402
+from .dashboard import command_counts  # noqa: E402  (reads / writes in status(), for the dashboard)
