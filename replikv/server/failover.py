@@ -293,6 +293,11 @@ class FailoverMixin:
     def _become_follower(self, leader_id, epoch: int) -> None:
         node = self.node
         was_leader = self.role == "leader"
+        if not was_leader and leader_id is not None and leader_id != self.leader_id:
+            # a new leader: the old one's last position (learnt from its messages) says nothing
+            # about the new history; keeping it would show this follower lagging (and, with
+            # max_lag_on_failover, not eligible) until the new leader writes past it
+            self.follower_core.leader_last = self.relay_written
         if leader_id is not None:
             self.leader_id = leader_id
         node.storage.meta["leader_id"] = leader_id
@@ -368,7 +373,7 @@ class FailoverMixin:
                 node.visible_seq = st.last_seq
                 self._hist_last_epoch = self._history()[-1][0]
                 fc = self.follower_core
-                fc.received = fc.flushed = fc.applied = st.last_seq
+                fc.received = fc.flushed = fc.applied = fc.leader_last = st.last_seq
                 log.warning("rolled back to seq %d: %d record(s) that the new leader does not have were removed "
                             "and written to %s/lost-writes.jsonl (%s)", seq, n, st.dir, reason)
             finally:

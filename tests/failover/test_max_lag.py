@@ -23,7 +23,8 @@ BOUND = 10
 ELECTION_MS = 2000     # lease 1.75 s: the backlog is taken well within it once the followers stop
 
 
-def make_lagging_cluster(failover_cluster, bound: int):
+def make_lagging_cluster(failover_cluster, bound: int, budget3: int = 1_500_000, budget2: int | None = None):
+    """Node 3 receives ``budget3`` bytes of the backlog; node 2 none, or ``budget2`` bytes."""
     cl = failover_cluster(3, ack="async", election_timeout_ms=ELECTION_MS, max_lag_on_failover=bound, links=True)
     r = client(cl.node(1).port)
     for i in range(10):
@@ -36,17 +37,26 @@ def make_lagging_cluster(failover_cluster, bound: int):
     for i in range(60):     # one by one: one record per log batch (a pipeline would be one batch)
         assert r.set(f"big:{i}", big) is True
     last = base + 60
-    cl.net.budget(3, 1, 1_500_000)         # node 1 -> node 3: about one batch, then nothing
+    cl.net.budget(3, 1, budget3)           # node 1 -> node 3: that many bytes, then nothing
     client(cl.node(3).port).execute_command("REPLICA", "START", "IO")
-    st3 = wait_for(lambda: (s := status(cl, 3))["received"] > base and s["leader_last"] == last and s, 5,
-                   what="node 3 receiving the first batch of the backlog")
+    wait_for(lambda: (s := status(cl, 3))["received"] > base and s["leader_last"] == last, 5,
+             what="node 3 receiving the first batch of the backlog")
+    if budget2 is not None:
+        cl.net.budget(2, 1, budget2)
+        client(cl.node(2).port).execute_command("REPLICA", "START", "IO")
+        wait_for(lambda: (s := status(cl, 2))["received"] > base and s["leader_last"] == last, 5,
+                 what="node 2 receiving the first batch of the backlog")
     time.sleep(0.2)
     st3 = status(cl, 3)
     assert base < st3["received"] < last - BOUND, st3        # it lags (beyond BOUND), and knows it
     assert st3["leader_last"] == last
-    assert status(cl, 2)["received"] == base                 # node 2 has none of the backlog
+    if budget2 is None:
+        assert status(cl, 2)["received"] == base             # node 2 has none of the backlog
+    else:
+        assert base < status(cl, 2)["received"] < st3["received"]
     cl.kill(1)
-    client(cl.node(2).port).execute_command("REPLICA", "START", "IO")
+    if budget2 is None:
+        client(cl.node(2).port).execute_command("REPLICA", "START", "IO")
     return cl, base, last, st3["received"]
 
 
@@ -80,3 +90,15 @@ def test_follower_within_max_lag_or_without_bound_becomes_leader(failover_cluste
     st = status(cl, 3)
     assert st["epochs"][-1] == [st["epoch"], received3 + 1]
     assert client(cl.node(3).port).get(f"big:{received3 - base}") is None
+
+
+def test_follower_of_the_new_leader_forgets_the_old_leaders_position(failover_cluster):
+    """Node 2 knew the old leader's last position (beyond what anyone else has); once it follows
+    the new leader (node 3) and has all of its records it is caught up: streaming, no lag."""
+    cl, base, last, received3 = make_lagging_cluster(failover_cluster, 0, budget3=4_200_000, budget2=1_500_000)
+    assert wait_leader_among(cl, [2, 3]) == 3
+    wait_for(lambda: converged(cl, 3, [2, 3]), 30, what="node 2 caught up with node 3")
+    st2 = status(cl, 2)
+    assert st2["leader_id"] == 3 and st2["received"] == st2["applied"] == received3, st2
+    assert st2["leader_last"] == received3 < last, st2
+    assert st2["state"] == "streaming" and st2["lag"]["applied"]["entries"] == 0, st2

@@ -135,3 +135,32 @@ def test_isolated_leader_is_replaced_and_fenced(failover_cluster, how, ack):
         assert not gone, (f"{len(gone)} write(s) acknowledged under {ack} were lost (value, node, sent, acked, "
                           f"seconds after the cut; new leader seen at {t_new - t_iso:.3f}): "
                           f"{[(k, acked[k]) for k in gone[:5]]}")
+
+
+def test_old_leader_rolled_back_reports_no_phantom_lag(failover_cluster):
+    """The old leader, paused with writes its followers never received, resumes, steps down
+    and rolls them back: as a follower it is caught up (streaming, no lag), although the new
+    leader's log is shorter than the one it led with."""
+    cl = failover_cluster(3, ack="async", election_timeout_ms=2000)
+    r = client(cl.node(1).port)
+    for i in range(10):
+        assert r.set(f"pre:{i}", i) is True
+    wait_for(lambda: converged(cl, 1, [1, 2, 3]), 20, what="followers caught up")
+    for i in (2, 3):
+        client(cl.node(i).port).execute_command("REPLICA", "STOP", "IO")
+    for i in range(20):
+        assert r.set(f"burst:{i}", i) is True
+    cl.pause(1)
+    for i in (2, 3):
+        client(cl.node(i).port).execute_command("REPLICA", "START", "IO")
+    new = wait_leader_among(cl, [2, 3])
+    rn = client(cl.node(new).port)
+    for i in range(5):
+        assert rn.set(f"new:{i}", i) is True
+    cl.resume(1)
+    wait_for(lambda: converged(cl, new, [1, 2, 3]), 30, what="DIGEST equal on all nodes")
+    last = rn.execute_command("ROLE")[1]
+    st1 = status(cl, 1)
+    assert st1["lost_records"] == 20 and st1["applied"] == last < 30, st1
+    assert st1["leader_last"] == last and st1["state"] == "streaming", st1
+    assert st1["lag"]["applied"]["entries"] == 0, st1
