@@ -188,15 +188,18 @@ def busy_ports(ports) -> list[int]:
     return busy
 
 
+LOW_PORT, HIGH_PORT = 21000, 32000   # below Linux's ephemeral range (32768-60999), where the
+                                     # kernel picks client ports that could take ours meanwhile
+
+
 def free_base_port(n: int = 4, net_faults: bool = True, start: int | None = None, step: int = 500) -> int:
     """A base port whose whole span (RESP, peer, HTTP, agent, link proxies) is free now."""
-    base = start if start is not None else 40000 + (os.getpid() % 40) * step
-    for _ in range(200):
-        if base + 450 > 65000:
-            base = 20000
+    span = (HIGH_PORT - LOW_PORT) // step
+    k = (start - LOW_PORT) // step if start is not None else os.getpid()
+    for i in range(span):
+        base = LOW_PORT + ((k + i) % span) * step
         if not busy_ports(ports_needed(base, n, net_faults)):
             return base
-        base += step
     raise ScenarioError("no free port range found")
 
 
@@ -280,6 +283,8 @@ class Run:
             if not self._announced:
                 announce(cl, self._emit, open_browser=self.open_browser)
                 self._announced = True
+            else:
+                self._emit("    (a fresh cluster on the same ports: the dashboard page follows it)")
             self.beat()
         return cl
 

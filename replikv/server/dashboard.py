@@ -185,7 +185,7 @@ class ClusterView:
             prev = self._nodes.get(nid)
             cur = self._nodes.setdefault(nid, {"reachable": None, "pid": None, "lost": None, "resyncs": 0,
                                                "delay": 0, "io": None, "apply": None, "degraded": None,
-                                               "ack": None})
+                                               "ack": None, "role": None, "in_role": 0})
             if not row["reachable"]:
                 if cur["reachable"]:
                     ev("node", f"node {nid} stopped answering ({row.get('error')})", nid)
@@ -201,6 +201,9 @@ class ClusterView:
             new_process = pid != cur["pid"]
             cur["reachable"] = True
             cur["pid"] = pid
+            role = rep.get("role")
+            cur["in_role"] = cur["in_role"] + 1 if role == cur["role"] and not new_process else 0
+            cur["role"] = role
             lost = int(rep.get("lost_records") or 0)
             if cur["lost"] is None:
                 if lost:
@@ -222,8 +225,9 @@ class ClusterView:
                        else f"node {nid} apply delay off", nid)
                 cur["delay"] = delay
                 for task, key in (("io_task", "io"), ("apply_task", "apply")):
+                    # (a node that just changed role starts its tasks: not news)
                     state = rep.get(task)
-                    if cur[key] is not None and state != cur[key] and not new_process:
+                    if cur[key] is not None and state != cur[key] and cur["in_role"] >= 3:
                         ev("replica", f"node {nid} {task.replace('_', ' ')} {state}", nid)
                     cur[key] = state
             elif rep.get("role") == "leader":
@@ -429,7 +433,8 @@ def add_dashboard_routes(app: web.Application, node) -> ClusterView:
     async def forward(request, p: dict, path: str, timeout: float = 30.0) -> web.Response:
         url = f"http://{p['host']}:{p['http_port']}{path}"
         try:
-            async with view.session().post(url, timeout=ClientTimeout(total=timeout)) as r:
+            # (a session of its own: the poller closes its session when the last page goes)
+            async with ClientSession(timeout=ClientTimeout(total=timeout)) as sess, sess.post(url) as r:
                 body = await r.json(content_type=None)
                 return _json(request, view, body, r.status)
         except Exception as e:  # noqa: BLE001 - reported to the page
@@ -494,7 +499,7 @@ def add_dashboard_routes(app: web.Application, node) -> ClusterView:
         op = request.match_info["op"]
         url = f"http://{addr[0]}:{addr[1]}/fault/{urllib.parse.quote(op)}?{request.query_string}"
         try:
-            async with view.session().post(url, timeout=ClientTimeout(total=FAULT_TIMEOUT_S)) as r:
+            async with ClientSession(timeout=ClientTimeout(total=FAULT_TIMEOUT_S)) as sess, sess.post(url) as r:
                 body = await r.json(content_type=None)
                 return _json(request, view, body, r.status)
         except Exception as e:  # noqa: BLE001 - reported to the page

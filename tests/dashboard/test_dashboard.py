@@ -36,7 +36,7 @@ def streaming(cl: LocalCluster, leader: int = 1) -> bool:
 @pytest.fixture
 def cluster(tmp_path):
     """Three nodes (node 1 leads), links through the fault agent's proxies."""
-    cl = LocalCluster.create(str(tmp_path / "cl"), 3, free_base_port(3, True, start=45000), mode="leader",
+    cl = LocalCluster.create(str(tmp_path / "cl"), 3, free_base_port(3, True, start=30000), mode="leader",
                              cluster_settings={"ack": "async", "net_faults": True})
     try:
         cl.start()
