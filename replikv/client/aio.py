@@ -44,6 +44,9 @@ class AsyncClient:
                 continue
             t.partitions = {int(p[0]): [_addr(a.decode()) for a in p[3]] for p in pm}
             t.count = len(t.partitions)
+            if t.count == 1:
+                # an unpartitioned node names only itself: its followers are the other seeds
+                t.partitions[1] = list(dict.fromkeys(t.partitions[1] + t.seeds))
             break
         for p, addrs in t.partitions.items():
             for addr in addrs:
