@@ -34,7 +34,7 @@ from redis.backoff import NoBackoff  # noqa: E402
 from redis.retry import Retry  # noqa: E402
 
 from bench import _procs as P  # noqa: E402
-from replikv.cluster.local import LocalCluster  # noqa: E402
+from replikv.cluster.local import ClusterError, LocalCluster  # noqa: E402
 
 
 def rclient(port: int, timeout: float = 0.25) -> redis.Redis:
@@ -58,12 +58,20 @@ def wait(cond, timeout: float, what: str):
 
 # ---------------------------------------------------------------------------- replikv
 def replikv_trials(trials: int) -> list[float]:
-    root = P.tmpdir("bench-failover-replikv-")
-    base = P.free_port(also=(2, 100, 102, 200, 202))
-    cl = LocalCluster.create(root, 3, base, mode="leader")
+    for attempt in range(3):      # another program may take a port between the check and the bind
+        root = P.tmpdir("bench-failover-replikv-")
+        base = P.free_port(also=(1, 2, 100, 101, 102, 200, 201, 202))
+        cl = LocalCluster.create(root, 3, base, mode="leader")
+        try:
+            cl.start()
+            break
+        except ClusterError:
+            for n in cl.nodes:
+                cl.kill(n.node_id)
+            if attempt == 2:
+                raise
     out = []
     try:
-        cl.start()
         for t in range(trials):
             leader = cl.wait_leader(30)
             others = [n for n in cl.nodes if n.node_id != leader.node_id]
