@@ -107,6 +107,7 @@ class FollowerProgress:
     address: str = ""
     full_resyncs: int = 0
     last_resync_reason: str = ""
+    current: bool = False        # at the last ack it had all the leader had sent it (see on_ack)
 
     def pos(self, level: str) -> int:
         return getattr(self, level)
@@ -148,6 +149,7 @@ class LeaderCore:
         f.last_ack_ms = now_ms
         f.address = address
         f.state = "catching-up"
+        f.current = False
         return f
 
     def on_disconnect(self, node_id: int) -> None:
@@ -156,14 +158,20 @@ class LeaderCore:
             f.connected = False
             f.state = "down"
 
-    def on_ack(self, node_id: int, received: int, flushed: int, applied: int, now_ms: int) -> list[Event]:
+    def on_ack(self, node_id: int, received: int, flushed: int, applied: int, now_ms: int,
+               leader_last: int = 0) -> list[Event]:
+        """``leader_last``: the leader's last position as stated in the newest message the
+        follower had received (0 = unknown). A follower that has everything the leader had
+        then is current (streaming), though under sustained writes the leader is already
+        further on when the ack arrives."""
         f = self.follower(node_id)
         # positions only move forward within one connection; a reconnect may restart lower
         f.received, f.flushed, f.applied = received, flushed, applied
         f.last_ack_ms = now_ms
+        f.current = received >= self.last_seq or (leader_last > 0 and received >= leader_last)
         if f.state in ("catching-up", "streaming"):
-            f.state = "streaming" if received >= self.last_seq else "catching-up"
-        return self._maybe_recover()
+            f.state = "streaming" if f.current else "catching-up"
+        return self._maybe_recover(now_ms)
 
     def on_append(self, first_seq: int, last_seq: int, now_ms: int, ts_ms: int | None = None) -> None:
         """Records first..last were appended (and handed to the writer) at ``now_ms``."""
@@ -205,11 +213,15 @@ class LeaderCore:
                 f"{self.policy}: not acknowledged within {self.ack_timeout_ms} ms"), upto))
         return events
 
-    def _maybe_recover(self) -> list[Event]:
+    def _maybe_recover(self, now_ms: int) -> list[Event]:
         if not self.degraded:
             return []
         p = self.policy
-        caught_up = sum(1 for f in self.followers.values() if f.connected and f.received >= self.last_seq)
+        # caught up: has the leader's last record, or had all it was sent as of a recent ack
+        # (a paused follower's old "current" does not count)
+        caught_up = sum(1 for f in self.followers.values()
+                        if f.connected and (f.received >= self.last_seq
+                                            or (f.current and now_ms - f.last_ack_ms < self.ack_timeout_ms)))
         if caught_up >= p.k:
             self.degraded = False
             self._pending.clear()

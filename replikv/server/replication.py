@@ -68,6 +68,9 @@ class PeerConnection:
         return self._ready.popleft()
 
     def send(self, msg: dict) -> None:
+        if self.writer.is_closing():
+            # uvloop raises RuntimeError on a closed transport; a closed link is a ConnectionError
+            raise ConnectionError("the peer connection is closed")
         self.writer.write(encode_message(msg))
 
     async def drain(self) -> None:
@@ -253,7 +256,8 @@ class Replication(FailoverMixin):
                         return
                     self.election.on_follower_ack(fid, int(msg.get("echo_ms", 0)))
                     events = self.leader_core.on_ack(fid, int(msg["received"]), int(msg["flushed"]),
-                                                     int(msg["applied"]), self.node.clock.now_ms())
+                                                     int(msg["applied"]), self.node.clock.now_ms(),
+                                                     int(msg.get("leader_last", 0)))
                     self._handle_events(events)
                     self.node._advance_visible()
                     self._check_waits()
@@ -803,6 +807,7 @@ class Replication(FailoverMixin):
         try:
             conn.send({"t": "ack", "received": self.relay_written, "flushed": flushed, "applied": applied,
                        "time_ms": node.clock.now_ms(), "echo_ms": getattr(self, "_last_leader_stamp", 0),
+                       "leader_last": fc.leader_last,
                        "epoch": self.election.epoch})
         except Exception:  # noqa: BLE001 - a broken link is noticed by the I/O task
             pass

@@ -1,0 +1,169 @@
+"""Fixtures for leader-mode clusters of real node processes (single-leader replication)."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+
+import pytest
+
+from replikv.cluster.local import ClusterError, LocalCluster
+from tests.conftest import client, wait_for
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_EPHEMERAL_LOW = _ephemeral_low()
+_next_base = [20000 + (os.getpid() % 100) * 100]
+
+
+def free_base_port(span: int) -> int:
+    """A base port whose RESP, peer (+100) and HTTP (+200) ranges are free, all below the
+    kernel's ephemeral port range: a port in that range can be taken by any process's outgoing
+    connection while a node is down, and the node then cannot restart on it (tests here
+    restart nodes many times; tests/conftest.free_base_port may choose ports in that range)."""
+    top = min(_EPHEMERAL_LOW, 65536) - 200 - span
+    for _ in range(5000):
+        base = _next_base[0]
+        _next_base[0] = base + 10 if base + 10 < top else 20000
+        ok = True
+        for off in (0, 100, 200):
+            for i in range(span):
+                with socket.socket() as s:
+                    try:
+                        s.bind(("127.0.0.1", base + off + i))
+                    except OSError:
+                        ok = False
+        if ok:
+            return base
+    raise RuntimeError("no free ports below the ephemeral range")
+
+
+@pytest.fixture
+def leader_cluster(tmp_path):
+    """``leader_cluster(n=3, ack="async", ack_timeout_ms=1000, heartbeat_ms=100, spare=1,
+    start=True, cluster_settings=None, extra_args=None, **node_flags)``: a leader-mode
+    LocalCluster (node 1 leads), started with every follower streaming; every node is killed
+    at the end of the test. ``spare`` reserves ports for nodes added later; ``extra_args``
+    maps a node id to extra command-line flags for that node only."""
+    made: list[LocalCluster] = []
+
+    def make(n: int = 3, ack: str = "async", ack_timeout_ms: int = 1000, heartbeat_ms: int = 100,
+             spare: int = 1, start: bool = True, cluster_settings: dict | None = None,
+             extra_args: dict | None = None, **settings) -> LocalCluster:
+        # election_timeout_ms 3000 (a lease of 2650 ms): these tests are about replication, and with
+        # the default 1000 ms (850 ms lease) a loaded 2-core machine makes the leader lose its
+        # lease now and then (NOLEASE) although every node is up
+        cs = {"ack": ack, "ack_timeout_ms": ack_timeout_ms, "heartbeat_ms": heartbeat_ms,
+              "election_timeout_ms": 3000, **(cluster_settings or {})}
+        for attempt in range(3):
+            cl = LocalCluster.create(str(tmp_path / f"cluster{len(made)}"), n, free_base_port(n + spare),
+                                     mode="leader", settings=settings, cluster_settings=cs)
+            for nid, args in (extra_args or {}).items():
+                cl.node(nid).extra_args = list(args)
+            made.append(cl)
+            if not start:
+                return cl
+            try:
+                cl.start()
+                break
+            except ClusterError as e:
+                # the ports were free when chosen, but they lie in the kernel's ephemeral range, so
+                # another process's outgoing connection may take one meanwhile: choose others
+                if "address already in use" not in str(e) or attempt == 2:
+                    raise
+                kill_all(cl)
+        wait_for(lambda: all_streaming(cl), 20, what="all followers streaming")
+        return cl
+
+    yield make
+    for cl in made:
+        kill_all(cl)
+
+
+def kill_all(cl: LocalCluster) -> None:
+    for n in cl.nodes:
+        try:
+            cl.kill(n.node_id)
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def repl_status(cl: LocalCluster, node_id: int) -> dict:
+    return cl.http_get(cl.node(node_id), "/status")["replication"]
+
+
+def all_streaming(cl: LocalCluster) -> bool:
+    fl = repl_status(cl, cl.leader_id)["followers"]
+    ids = {n.node_id for n in cl.nodes if n.node_id != cl.leader_id}
+    return {f["node_id"] for f in fl if f["link"] == "up" and f["state"] == "streaming"} >= ids
+
+
+def metric(cl: LocalCluster, node_id: int, name: str) -> float:
+    """A label-less sample of /metrics (0 if absent)."""
+    text = cl.http_get(cl.node(node_id), "/metrics")
+    m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def digest(cl: LocalCluster, node_id: int) -> bytes:
+    return client(cl.node(node_id).port).execute_command("DIGEST")
+
+
+def converged(cl: LocalCluster, ids=None) -> bool:
+    """Every (listed) node applied all the leader's records and has the leader's DIGEST."""
+    ids = ids or [n.node_id for n in cl.nodes]
+    ref = digest(cl, cl.leader_id)
+    last = client(cl.node(cl.leader_id).port).execute_command("ROLE")[1]
+    for i in ids:
+        if i == cl.leader_id:
+            continue
+        if repl_status(cl, i)["applied"] < last or digest(cl, i) != ref:
+            return False
+    return digest(cl, cl.leader_id) == ref
+
+
+class Writer(threading.Thread):
+    """Writes to the leader until stopped: pipelines of ``batch`` (SET w:<i % keys>, INCR w:count)
+    pairs, paced to about ``rate`` writes a second (None: as fast as it can). ``n`` counts the
+    acknowledged writes; an error stops it and is kept in ``error``."""
+
+    def __init__(self, port: int, rate: float | None = None, batch: int = 25, keys: int = 5000) -> None:
+        super().__init__(daemon=True)
+        self.r = client(port)
+        self.pace = 2 * batch / rate if rate else 0.0
+        self.batch, self.keys = batch, keys
+        self.n = 0
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        i = 0
+        try:
+            while not self.stop.wait(self.pace):     # pacing, not synchronisation
+                pipe = self.r.pipeline(transaction=False)
+                for _ in range(self.batch):
+                    pipe.set(f"w:{i % self.keys}", i)
+                    pipe.incr("w:count")
+                    i += 1
+                pipe.execute()
+                self.n += 2 * self.batch
+        except BaseException as e:  # noqa: BLE001
+            self.error = e
+
+    def __enter__(self) -> Writer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.join(10)
+        assert self.error is None, self.error

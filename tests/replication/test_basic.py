@@ -1,0 +1,103 @@
+"""Replication basics on 3 real nodes: convergence under load, read-only followers, INFO/ROLE,
+WAIT with Redis semantics (MISSION L1)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+from tests.conftest import client, wait_for
+from tests.replication.conftest import converged, digest
+
+
+def test_20k_writes_converge_followers_read_only_info_and_role(leader_cluster):
+    cl = leader_cluster(3)
+    leader, f2, f3 = (cl.node(i) for i in (1, 2, 3))
+    out = subprocess.run(["redis-benchmark", "-h", leader.host, "-p", str(leader.port), "-t", "set",
+                          "-n", "20000", "-r", "10000", "-q"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    r = client(leader.port)
+    pipe = r.pipeline(transaction=False)
+    for i in range(200):
+        pipe.incr(f"ctr:{i % 20}")
+        pipe.hset(f"h:{i % 10}", f"f{i}", i)
+        pipe.sadd(f"s:{i % 7}", i)
+        pipe.expire(f"h:{i % 10}", 3600)
+    pipe.set("short", "lived", px=150)       # expired by the leader, the delete replicated
+    pipe.execute()
+    wait_for(lambda: r.exists("short") == 0, 10, what="leader expiring 'short'")
+    assert r.dbsize() > 8_000          # ~8,650 distinct of 10,000 after 20,000 random draws
+
+    wait_for(lambda: converged(cl), 60, what="all three nodes converging to one DIGEST")
+    assert digest(cl, 2) == digest(cl, 3) == digest(cl, 1)
+
+    # reads on followers work and see the leader's data
+    for f in (f2, f3):
+        fc = client(f.port)
+        assert fc.get("ctr:3") == r.get("ctr:3") == b"10"
+        assert fc.hgetall("h:4") == r.hgetall("h:4")
+        assert fc.smembers("s:2") == r.smembers("s:2")
+        assert 0 < fc.ttl("h:4") <= 3600
+        assert fc.exists("short") == 0
+        assert fc.dbsize() == r.dbsize()
+        # writes are refused, naming the leader's address
+        for cmd in (("SET", "x", "1"), ("INCR", "ctr:1"), ("DEL", "ctr:1")):
+            try:
+                fc.execute_command(*cmd)
+            except Exception as e:  # noqa: BLE001
+                assert "READONLY" in str(e) or type(e).__name__ == "ReadOnlyError", e
+                assert leader.address in str(e), e
+            else:
+                raise AssertionError("a follower accepted a write")
+        assert fc.exists("x") == 0
+
+    # INFO replication and ROLE as Redis shapes them
+    li = r.info("replication")
+    assert li["role"] == "master" and li["connected_slaves"] == 2
+    assert {li["slave0"]["port"], li["slave1"]["port"]} == {f2.port, f3.port}
+    role = r.execute_command("ROLE")
+    assert role[0] == b"master" and isinstance(role[1], int) and len(role[2]) == 2
+    assert sorted(int(x[1]) for x in role[2]) == [f2.port, f3.port]
+    for f in (f2, f3):
+        fi = client(f.port).info("replication")
+        assert fi["role"] == "slave"
+        assert (fi["master_host"], fi["master_port"]) == (leader.host, leader.port)
+        assert fi["master_link_status"] == "up"
+        assert fi["slave_repl_offset"] == li["master_repl_offset"]
+        frole = client(f.port).execute_command("ROLE")
+        assert frole[:4] == [b"slave", leader.host.encode(), leader.port, b"connected"]
+        assert frole[4] == role[1]
+
+
+def test_wait_numreplicas(leader_cluster):
+    cl = leader_cluster(3, ack_timeout_ms=1000)
+    r = client(cl.node(1).port)
+    r.set("k", "1")
+    t = time.monotonic()
+    assert r.wait(2, 10_000) == 2
+    assert time.monotonic() - t < 5          # did not wait out its 10 s timeout
+    assert r.wait(1, 0) >= 1                 # already satisfied: answers at once
+    assert r.wait(0, 0) == 2                 # Redis: the number of replicas that have it
+
+    cl.pause(2)
+    try:
+        r.set("k", "2")
+        t = time.monotonic()
+        assert r.wait(2, 600) == 1           # one follower up, one paused: 1 after the timeout
+        assert time.monotonic() - t >= 0.6 * 0.8
+        assert r.wait(1, 10_000) == 1
+        cl.pause(3)
+        r.set("k", "3")
+        t = time.monotonic()
+        assert r.wait(1, 500) == 0
+        assert time.monotonic() - t >= 0.5 * 0.8
+    finally:
+        cl.resume(2)
+        cl.resume(3)
+    assert r.wait(2, 10_000) == 2
+    try:
+        client(cl.node(2).port).wait(0, 0)
+    except Exception as e:  # noqa: BLE001
+        assert "replica" in str(e)
+    else:
+        raise AssertionError("WAIT on a follower did not fail")
