@@ -190,8 +190,13 @@ class Writers:
             t.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.stop()
+        else:                    # the test failed inside the block: report that, not a writer
+            self._stop.set()
+            for t in self._threads:
+                t.join(60)
 
     def stop(self) -> None:
         self._stop.set()
