@@ -14,7 +14,8 @@ from redis.retry import Retry
 
 from replikv.cluster.local import LocalCluster
 
-_port_counter = [20000 + (os.getpid() % 200) * 150]
+# below Linux's ephemeral port range (32768-60999), where outgoing connections would collide
+_port_counter = [20000 + (os.getpid() % 100) * 110]
 
 
 def free_base_port(span: int = 3) -> int:
@@ -22,7 +23,7 @@ def free_base_port(span: int = 3) -> int:
     while True:
         base = _port_counter[0]
         _port_counter[0] += 10
-        if _port_counter[0] > 60000:
+        if _port_counter[0] > 31400:
             _port_counter[0] = 20000
         ok = True
         for off in (0, 100, 200):

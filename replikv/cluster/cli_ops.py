@@ -91,3 +91,54 @@ def fault(data_dir, action, nodes, cut, delay_ms, jitter_ms, drop, ms) -> None:
         click.echo(f"replikv: {e}", err=True)
         sys.exit(1)
     click.echo(json.dumps({k: v for k, v in out.items() if k != "events"}, indent=1))
+
+
+@main.command()
+@click.option("--mode", type=click.Choice(["leader"]), default="leader", show_default=True)
+@click.option("--ack", default="semi-sync:1", show_default=True)
+@click.option("--nemesis", default="kill,partition,pause", show_default=True,
+              help="Comma-separated: kill, pause, partition, skew (empty: none).")
+@click.option("--time", "time_s", type=float, default=60.0, show_default=True, help="Seconds of workload.")
+@click.option("--clients", type=int, default=8, show_default=True)
+@click.option("--keys", type=int, default=5, show_default=True)
+@click.option("--reads", type=click.Choice(["leader", "followers"]), default="leader", show_default=True,
+              help="leader: check linearizability; followers: check session guarantees.")
+@click.option("--guarantees/--no-guarantees", default=True, help="Session guarantees for follower reads.")
+@click.option("--follower-delay-ms", default="", help="Apply delays for the followers, e.g. 0,800.")
+@click.option("--seed", type=int, default=None)
+@click.option("--base-port", type=int, default=7600, show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Default: a new temp dir.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check(mode, ack, nemesis, time_s, clients, keys, reads, guarantees, follower_delay_ms, seed, base_port,
+          data_dir, as_json) -> None:
+    """Jepsen-style: fresh cluster, workload + nemesis, heal, check the recorded history."""
+    import random
+
+    from .checkrun import NEMESES, CheckConfig, Runner, check_history, summarize
+
+    kinds = tuple(k for k in nemesis.split(",") if k)
+    bad = [k for k in kinds if k not in NEMESES]
+    if bad:
+        raise click.UsageError(f"unknown nemesis {bad}; choose from {', '.join(NEMESES)}")
+    seed = seed if seed is not None else random.randrange(1_000_000)
+    delays = tuple(int(x) for x in follower_delay_ms.split(",") if x)
+    cfg = CheckConfig(ack=ack, nemesis=kinds, time_s=time_s, clients=clients, keys=keys, reads=reads,
+                      guarantees=guarantees, seed=seed, base_port=base_port, data_dir=data_dir,
+                      follower_delays_ms=delays)
+    runner = Runner(cfg, say=lambda m: click.echo(m, err=as_json))
+    try:
+        out = runner.run()
+    finally:
+        runner.close()
+    report = check_history(out["history"], out["digests"], linearizable=(reads == "leader"))
+    counts = summarize(out["history"])
+    if as_json:
+        click.echo(report.to_json())
+    else:
+        click.echo(f"operations: {counts['ok']} ok, {counts['fail']} failed, {counts['info']} unknown")
+        click.echo(report.text())
+        click.echo(f"history: {out['history']}")
+        click.echo(f"rerun: replikv check --ack {ack} --nemesis {nemesis} --time {time_s:g} --clients {clients} "
+                   f"--reads {reads} {'--guarantees' if guarantees else '--no-guarantees'}"
+                   + (f" --follower-delay-ms {follower_delay_ms}" if follower_delay_ms else "") + f" --seed {seed}")
+    sys.exit(0 if report.verdict == "ok" else 1)

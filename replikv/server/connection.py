@@ -93,8 +93,13 @@ class ClientConnection(asyncio.Protocol):
         waiting = self.waiting
         counted = 0   # replies in ``out`` already measured
         size = 0
+        budget = 2000   # commands per turn: a huge pipeline must not starve the loop (acks, leases)
         try:
             while not self.closing and not self.paused and not self.held:
+                budget -= 1
+                if budget < 0:
+                    self.node._loop.call_soon(self._resume_process)
+                    break
                 args = parser.next_command()
                 if args is None:
                     break

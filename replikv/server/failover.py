@@ -128,6 +128,8 @@ class FailoverMixin:
         e = self.election
         if self.role == "leader":
             self.lease_until = e.lease_until_ms(now)
+            if not self.cluster.auto_failover:
+                return   # manual failover only: no node can take over without this one handing over
             if now >= self.lease_until and node.waiters:
                 # Without its lease this leader may already have been replaced: it must not
                 # acknowledge anything any more, so no write still waiting for its followers
@@ -328,6 +330,10 @@ class FailoverMixin:
             return None
         if self.switching and is_write:
             return "TRYAGAIN a switchover is in progress; retry against the new leader in a moment"
+        if not self.cluster.auto_failover:
+            # with automatic failover off, a new leader can only come from this leader's own
+            # switchover, so no lease is needed to know that it still leads
+            return None
         now = self.node.clock.now_ms()
         if now < self.lease_until:
             return None

@@ -32,8 +32,10 @@ import msgpack
 
 from ..core.peerproto import PeerDecoder, PeerProtocolError, encode_message
 from ..core.replication import AckPolicy, FollowerCore, LeaderCore
+from ..logformats import apply_event
 from ..storage import snapshot as snap
-from ..storage.log import FORMAT_VERSION, RecordLog, decode_payload, iter_frames
+from ..storage.log import STORAGE_FORMAT_VERSION as FORMAT_VERSION
+from ..storage.log import RecordLog, decode_payload, iter_frames
 from .failover import FailoverMixin
 
 log = logging.getLogger("replikv.repl")
@@ -121,6 +123,7 @@ class Replication(FailoverMixin):
         self._data_lock = asyncio.Lock()    # held while records are applied or the data is replaced
         self._peer_leader = None             # the leader our I/O task is connected to
         self._draining = False
+        self.refusal = None                  # why the leader refuses us (e.g. another storage format)
         self._setup_election()
 
     # ------------------------------------------------------------------ lifecycle
@@ -211,9 +214,12 @@ class Replication(FailoverMixin):
                 await conn.drain()
                 fid = None
                 return
-            if int(hello.get("format", FORMAT_VERSION)) != FORMAT_VERSION:
-                conn.send({"t": "refuse", "reason": (
-                    f"storage format version {hello.get('format')} differs from the leader's {FORMAT_VERSION}")})
+            if int(hello.get("format", FORMAT_VERSION)) != FORMAT_VERSION and self.cluster.log_format == "physical":
+                conn.send({"t": "refuse", "code": "format", "reason": (
+                    f"storage format version {hello.get('format')} of node {fid} differs from the leader's "
+                    f"{FORMAT_VERSION}: with log_format = \"physical\" the leader ships its log frames byte for "
+                    f"byte, which a node of another storage format cannot store; for a rolling upgrade set "
+                    f"log_format = \"row\" (or \"statement\") in the cluster file, which ships logical events")})
                 await conn.drain()
                 return
             old = self._senders.pop(fid, None)
@@ -322,6 +328,8 @@ class Replication(FailoverMixin):
                         log.warning("follower %d needs seq %d which the leader no longer has; "
                                     "dropping it so it resyncs", fid, next_seq)
                         return
+                    if node.logfmt is not None and node.logfmt.kind is not None:
+                        frames = node.logfmt.to_events(frames, next_seq, last)   # row / statement events
                     conn.send({"t": "records", "first": next_seq, "last": last, "frames": frames,
                                "leader_last": limit, "leader_time_ms": node.clock.now_ms(),
                                "epoch": self.election.epoch})
@@ -582,6 +590,10 @@ class Replication(FailoverMixin):
                 conn.close()
                 raise
             except _Refused as e:
+                if e.code == "format":
+                    if self.refusal != str(e):
+                        log.error("node %d refuses us: %s", target, e)
+                    self.refusal = str(e)
                 hint, ep = e.hint
                 if hint is not None and hint != target and ep >= self.election.epoch and hint != self.node.config.node_id:
                     self.election.leader_id = hint
@@ -616,7 +628,9 @@ class Replication(FailoverMixin):
         await conn.drain()
         welcome = await asyncio.wait_for(conn.recv(), 10)
         if welcome["t"] == "refuse":
-            raise _Refused(welcome.get("reason", "refused"), (welcome.get("leader_id"), int(welcome.get("epoch", 0))))
+            raise _Refused(welcome.get("reason", "refused"), (welcome.get("leader_id"), int(welcome.get("epoch", 0))),
+                           welcome.get("code"))
+        self.refusal = None
         if welcome["t"] != "welcome":
             raise PeerProtocolError(f"expected welcome, got {welcome['t']}")
         w_epoch = int(welcome.get("epoch", 0))
@@ -873,9 +887,12 @@ class Replication(FailoverMixin):
                     self._history().append([epoch, seq])
                     self._hist_last_epoch = epoch
                     st.meta.save()
-                for eff in effects:
-                    apply(eff, seq)
-                st.append_frame(frame, seq, epoch)
+                if type(effects) is list:
+                    for eff in effects:
+                        apply(eff, seq)
+                    st.append_frame(frame, seq, epoch)
+                else:
+                    apply_event(node, effects, seq, epoch, ts)   # row / statement: its own record at seq
                 fc.on_applied(seq, ts)
                 n += 1
             fc.next_unapplied_ts = q[0][2] if q else None
@@ -937,7 +954,7 @@ class Replication(FailoverMixin):
             out["semi_sync_fallbacks"] = lc.degradations
             out["ack_timeouts"] = self.ack_timeouts
             out["commit_seq"] = node.visible_seq
-            out["lease"] = now < max(self.lease_until, e.lease_until_ms(now))
+            out["lease"] = (not self.cluster.auto_failover) or now < max(self.lease_until, e.lease_until_ms(now))
             out["lease_ms"] = e.lease_ms
             out["switching"] = self.switching
             fl = []
@@ -958,8 +975,9 @@ class Replication(FailoverMixin):
                 "received": self.relay_written, "flushed": self.relay_synced, "applied": fc.applied,
                 "leader_last": fc.leader_last, "lag": fc.apply_lag(now), "apply_delay_ms": fc.apply_delay_ms,
                 "full_resyncs": self.full_resyncs, "last_resync_reason": self.last_resync_reason,
-                "max_lag_ms": node.config.max_lag_ms,
+                "max_lag_ms": node.config.max_lag_ms, "refused": self.refusal,
             })
+        out.update(node.logfmt.status() if node.logfmt is not None else {"log_format": "physical"})
         return out
 
     def lag_refusal(self) -> str | None:
@@ -976,6 +994,7 @@ class Replication(FailoverMixin):
 
 
 class _Refused(Exception):
-    def __init__(self, reason: str, hint=(None, 0)) -> None:
+    def __init__(self, reason: str, hint=(None, 0), code=None) -> None:
         super().__init__(reason)
         self.hint = hint
+        self.code = code
