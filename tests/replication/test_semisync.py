@@ -81,10 +81,6 @@ def test_semisync_fallback_and_recovery(leader_cluster):
         resume_both(cl)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "the leader's lease gates writes even with auto_failover = false (FailoverMixin.gate): once "
-    "no follower has answered for lease_ms, writes get NOLEASE, so the fallback to async lasts "
-    "only until the lease runs out; see the report"))
 def test_semisync_degraded_lasts_while_followers_are_away(leader_cluster):
     cl = leader_cluster(3, ack="semi-sync:1", ack_timeout_ms=TIMEOUT_MS, cluster_settings=MANUAL)
     r = client(cl.node(1).port)
