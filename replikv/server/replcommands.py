@@ -179,9 +179,12 @@ def cmd_partitions(node, conn, args):
     from .clusterconfig import slot_range
 
     c = node.cluster
-    if c is None or c.partitions <= 1:
+    if c is None:
         me = node.config
         _reply(conn, [[1, 0, 16383, [f"{me.host}:{me.port}".encode()]]])
+        return
+    if c.partitions <= 1:
+        _reply(conn, [[1, 0, 16383, [f"{n.host}:{n.port}".encode() for n in c.nodes]]])
         return
     out = []
     for p in range(1, c.partitions + 1):
