@@ -1,0 +1,183 @@
+"""The linearizability checker: models, the search, the quick register tests, slices and
+explanations, limits, and long histories."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from replikv.check import (
+    CounterModel,
+    RegisterModel,
+    SetModel,
+    check_linearizability,
+    wgl_search,
+)
+
+from .helpers import history, inject_aba, is_linearization, ops_of, simulate_register
+
+
+def test_empty_and_trivial():
+    assert check_linearizability([]).verdict == "ok"
+    h = history((0, "write", "x", 1, 0, 10, "ok"), (1, "read", "x", None, 20, 30, "ok", 1))
+    r = check_linearizability(h)
+    assert r.ok and r.valid is True and r.stats["keys"] == 1
+
+
+def test_witness_is_a_linearization():
+    ops = ops_of((0, "write", "x", "a", 0, 50, "ok"), (1, "write", "x", "b", 10, 60, "ok"),
+                 (2, "read", "x", None, 20, 30, "ok", "b"), (3, "read", "x", None, 40, 70, "ok", "a"),
+                 (4, "write", "x", "c", 45, 1000, "info"))
+    s = wgl_search(ops, RegisterModel())
+    assert s.status == "ok"
+    assert is_linearization(s.linearization, ops, RegisterModel())
+    assert [o.id for o in s.linearization][:4] == [1, 2, 0, 3]
+
+
+def test_info_read_and_fail_ops_are_ignored():
+    h = history((0, "write", "x", "a", 0, 10, "ok"), (1, "read", "x", None, 20, 30, "info"),
+                (2, "write", "x", "b", 40, 50, "fail"), (3, "read", "x", None, 60, 70, "ok", "a"))
+    assert check_linearizability(h).ok
+
+
+def test_stale_read_explained():
+    h = history((0, "write", "x", "v1", 0, 10, "ok"), (1, "write", "x", "v2", 20, 30, "ok"),
+                (2, "read", "x", None, 40, 50, "ok", "v1"), (3, "read", "x", None, 60, 70, "ok", "v2"))
+    r = check_linearizability(h)
+    assert r.verdict == "violation" and r.valid is False
+    (v,) = r.violations
+    assert v.key == "x" and v.kind == "stale-read"
+    assert [o.id for o in v.ops] == [0, 1, 2]
+    assert "already been overwritten" in v.explanation
+    assert "Longest linearizable prefix: p0 write x 'v1'; p1 write x 'v2'" in v.explanation
+    assert "it read 'v1' but the register holds 'v2'" in v.explanation
+    assert v.details["stuck"] == 2 and v.details["prefix"] == [0, 1]
+
+
+def test_initial_value_is_stale_after_a_write():
+    h = history((0, "write", "x", "v1", 0, 10, "ok"), (1, "read", "x", None, 20, 30, "ok", None))
+    (v,) = check_linearizability(h).violations
+    assert v.kind == "stale-read" and "initial value" in v.explanation
+    h = history((0, "write", "x", "v1", 0, 10, "ok"), (1, "read", "x", None, 20, 30, "ok", "init"))
+    assert check_linearizability(h, model=RegisterModel(initial="init")).verdict == "violation"
+    h = history((1, "read", "x", None, 0, 5, "ok", "init"), (0, "write", "x", "v1", 0, 10, "ok"))
+    assert check_linearizability(h, model=RegisterModel(initial="init")).ok
+
+
+def test_search_finds_what_quick_tests_miss():
+    # a write that may have happened (info) is seen, then unseen
+    h = history((0, "write", "x", "v1", 0, 10, "ok"), (0, "write", "x", "v2", 20, 1000, "info"),
+                (1, "read", "x", None, 1100, 1110, "ok", "v2"), (1, "read", "x", None, 1200, 1210, "ok", "v1"))
+    (v,) = check_linearizability(h).violations
+    assert v.kind == "not-linearizable" and v.details["stuck"] == 3
+
+
+def test_cas():
+    ok = history((0, "write", "x", 0, 0, 10, "ok"), (1, "cas", "x", [0, 1], 20, 30, "ok"),
+                 (2, "cas", "x", [0, 2], 20, 30, "fail"), (3, "cas", "x", [1, 3], 40, 50, "info"),
+                 (4, "read", "x", None, 60, 70, "ok", 1))
+    assert check_linearizability(ok).ok
+    bad = history((0, "write", "x", 0, 0, 10, "ok"), (1, "cas", "x", [0, 1], 20, 30, "ok"),
+                  (2, "cas", "x", [0, 2], 20, 30, "ok"))
+    (v,) = check_linearizability(bad).violations
+    assert "it expected 0 but the register holds" in v.explanation
+
+
+def test_keys_are_independent_and_filterable():
+    h = history((0, "write", "x", 1, 0, 10, "ok"), (0, "write", "y", 1, 0, 10, "ok"),
+                (0, "write", "y", 2, 20, 30, "ok"), (1, "read", "y", None, 40, 50, "ok", 1),
+                (1, "read", "x", None, 40, 50, "ok", 1))
+    r = check_linearizability(h)
+    assert [v.key for v in r.violations] == ["y"]
+    assert check_linearizability(h, keys=["x"]).ok
+    assert check_linearizability(h, model=lambda k: RegisterModel() if k == "x" else None).ok
+
+
+def test_mget_is_checked_per_key():
+    h = history((0, "write", "x", 1, 0, 10, "ok"), (0, "write", "x", 2, 20, 30, "ok"),
+                (1, "mget", None, ["x", "y"], 40, 50, "ok", {"x": 1, "y": None}))
+    r = check_linearizability(h)
+    assert r.verdict == "violation" and r.violations[0].key == "x"
+    assert any("mget" in n for n in r.notes)
+
+
+def test_counter_model():
+    ok = history((0, "incr", "c", None, 0, 10, "ok", 1), (1, "incr", "c", 2, 5, 15, "ok", 3),
+                 (2, "incr", "c", None, 20, 30, "info"), (3, "read", "c", None, 40, 50, "ok", 4),
+                 (3, "read", "c", None, 60, 70, "ok", 4))
+    assert check_linearizability(ok).ok
+    bad = history((0, "incr", "c", None, 0, 10, "ok", 1), (1, "incr", "c", None, 20, 30, "ok", 1))
+    (v,) = check_linearizability(bad).violations
+    assert "it returned 1 but the counter would become 2" in v.explanation
+
+
+def test_set_model():
+    ok = history((0, "sadd", "s", ["a", "b"], 0, 10, "ok"), (1, "sadd", "s", "c", 5, 15, "info"),
+                 (2, "srem", "s", "a", 20, 30, "ok"), (3, "smembers", "s", None, 40, 50, "ok", ["c", "b"]))
+    assert check_linearizability(ok).ok
+    bad = history((0, "sadd", "s", "a", 0, 10, "ok"), (3, "smembers", "s", None, 40, 50, "ok", ["b"]))
+    (v,) = check_linearizability(bad).violations
+    assert "missing ['a']" in v.explanation and "with extra ['b']" in v.explanation
+
+
+def test_mixed_key_is_unknown():
+    h = history((0, "incr", "c", None, 0, 10, "ok", 1), (1, "write", "c", 5, 20, 30, "ok"))
+    r = check_linearizability(h)
+    assert r.verdict == "unknown" and "mixes" in r.notes[0]
+
+
+def test_gives_up_as_unknown_not_ok():
+    h = simulate_register(1500, 12, seed=3)
+    r = check_linearizability(h, max_states=10)
+    assert r.verdict == "unknown" and r.valid is None
+    assert "gave up" in r.notes[-1]
+
+
+def test_time_limit_is_respected():
+    h = inject_aba(simulate_register(3000, 30, seed=11), at=0.8)
+    started = time.monotonic()
+    r = check_linearizability(h, time_limit=1.0, minimize_time=1.0)
+    assert time.monotonic() - started < 10
+    assert r.verdict in ("unknown", "violation")
+
+
+@pytest.mark.parametrize("n, procs, info", [(3000, 5, 0.0), (3000, 10, 0.05), (4000, 20, 0.02)])
+def test_long_linearizable_histories_in_seconds(n, procs, info):
+    h = simulate_register(n, procs, seed=n + procs, info_rate=info, cas_rate=0.05)
+    started = time.monotonic()
+    r = check_linearizability(h, time_limit=60)
+    assert r.ok, r.notes
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("at", [0.2, 0.5, 0.9])
+def test_violation_late_in_a_long_history_has_a_small_slice(at):
+    h = inject_aba(simulate_register(3000, 10, seed=int(at * 100), info_rate=0.02), at=at)
+    started = time.monotonic()
+    r = check_linearizability(h, time_limit=60)
+    assert time.monotonic() - started < 30
+    (v,) = r.violations
+    assert v.kind == "not-linearizable"
+    assert len(v.ops) <= 6, [o.describe() for o in v.ops]
+    assert {"wa", "r"} <= {o.process for o in v.ops}
+    assert wgl_search(v.ops, RegisterModel()).status == "violation"
+
+
+def test_slices_are_minimal_proofs():
+    h = inject_aba(simulate_register(300, 5, seed=7), at=0.5)
+    (v,) = check_linearizability(h).violations
+    assert wgl_search(v.ops, RegisterModel()).status == "violation"
+    for drop in v.ops:
+        rest = [o for o in v.ops if o is not drop]
+        if drop.f == "read":        # removing any read of a minimal slice makes it linearizable
+            assert wgl_search(rest, RegisterModel()).status == "ok"
+
+
+def test_models_in_isolation():
+    c = CounterModel()
+    (op,) = ops_of((0, "read", "c", None, 0, 1, "ok", None))
+    assert c.compile(op)(0) == 0
+    s = SetModel()
+    (op,) = ops_of((0, "smembers", "s", None, 0, 1, "ok", []))
+    assert s.compile(op)(frozenset()) == frozenset()
