@@ -119,7 +119,11 @@ class AsyncClient:
                         return res[0]
         for _ in range(self.max_redirects):
             addr = await self.leader(p)
-            res = await self._try(addr, 0, args, key)
+            res = await self._try(addr, 0, args, key, raw=True)
+            if isinstance(res, list) and isinstance(res[0], Exception):
+                if classify(res[0]) != "retry":
+                    raise res[0]      # an ordinary error (WRONGTYPE ...): the caller's to see
+                res = None
             if res is not None:
                 self._observe(p, res, key)
                 return res[0]
@@ -127,7 +131,7 @@ class AsyncClient:
             await asyncio.sleep(0.05)
         raise NoLeader(f"partition {p}: no leader answered")
 
-    async def _try(self, addr, need, args, key):
+    async def _try(self, addr, need, args, key, raw: bool = False):
         pipe = self.conn(addr).pipeline(transaction=False)
         if need:
             pipe.execute_command("WAITPOS", need, self.wait_timeout_ms)
@@ -139,9 +143,12 @@ class AsyncClient:
             res = await pipe.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError):
             return None
+        res = res[1:] if need else res
+        if raw and isinstance(res[0], Exception) and not any(isinstance(r, Exception) for r in res[1:]):
+            return res
         if any(isinstance(r, Exception) for r in res):
             return None
-        return res[1:] if need else res
+        return res
 
     def _observe(self, p, res, key) -> None:
         deps = []
