@@ -18,11 +18,11 @@ the resulting value. Effects never contain "now" or a random choice.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import re
 import zlib
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation, localcontext
 
 from .keyspace import (
     E_APPEND,
@@ -70,6 +70,9 @@ class Ctx:
     """
 
     __slots__ = ("ks", "now_ms", "effects", "pos", "rng", "expire_on_access", "max_string")
+    # True in a follower replaying the leader's statements (log_format "statement"): a time
+    # already past is not a delete there (the leader logs its deletes), as on Redis replicas
+    replica = False
 
     def __init__(self, ks: Keyspace, now_ms: int, pos: int, rng, expire_on_access: bool = True,
                  max_string: int = MAX_STRING) -> None:
@@ -137,6 +140,10 @@ def arity_ok(cmd: Command, n: int) -> bool:
     return n == cmd.arity if cmd.arity >= 0 else n >= -cmd.arity
 
 
+def arity_ok_n(arity: int, n: int) -> bool:
+    return n == arity if arity >= 0 else n >= -arity
+
+
 def arity_error(name: str) -> str:
     return f"ERR wrong number of arguments for '{name}' command"
 
@@ -157,94 +164,270 @@ def parse_int(b: bytes, err: str = NOT_INT) -> int:
     return v
 
 
-def parse_decimal(b: bytes, err: str = NOT_FLOAT) -> Decimal:
-    s = b.decode("latin-1")
-    if not s or s != s.strip() or "_" in s:
+# ---------------------------------------------------------------------------- INCRBYFLOAT arithmetic
+#
+# Redis does INCRBYFLOAT / HINCRBYFLOAT in C ``long double`` (x87 80-bit extended precision on
+# x86-64: a 64-bit mantissa, exponents -16382..16383, subnormals below), parses with
+# ``strtold`` (decimal, hex "0x1p3", "inf"; a result that overflows or underflows to zero is
+# refused) and prints with ``%.17Lf`` then drops trailing zeros. Python floats (53 bits) or
+# Decimal give different digits (e.g. 5000 + 1e-5 is "5000.00001000000000007" in Redis), so
+# the arithmetic is emulated exactly here with integers: a finite value is (neg, m, e)
+# meaning (-1)**neg * m * 2**e, an infinite one (neg, None, 0). Every operation rounds to
+# nearest, ties to even, like the FPU and glibc.
+
+_LD_MANT = 64
+_LD_EMIN = -16382                 # exponent of the leading bit of the smallest normal
+_LD_EMAX = 16383
+_LD_MAX_CHARS = 5 * 1024          # Redis's MAX_LONG_DOUBLE_CHARS: longer input is refused
+_LD_DEC_RE = re.compile(rb"([+-]?)(?:([0-9]+)(?:\.([0-9]*))?|\.([0-9]+))(?:[eE]([+-]?[0-9]+))?\Z")
+_LD_HEX_RE = re.compile(rb"([+-]?)0[xX](?:([0-9a-fA-F]+)(?:\.([0-9a-fA-F]*))?|\.([0-9a-fA-F]+))"
+                        rb"(?:[pP]([+-]?[0-9]+))?\Z")
+_LD_INF_RE = re.compile(rb"([+-]?)(?:inf|infinity)\Z", re.IGNORECASE)
+_CHUNK = 4000                     # Python refuses str<->int conversions beyond 4300 digits
+_CHUNK_POW = 10 ** _CHUNK
+
+
+def _dec_to_int(s: bytes) -> int:
+    if len(s) <= _CHUNK:
+        return int(s)
+    return _dec_to_int(s[:-_CHUNK]) * _CHUNK_POW + int(s[-_CHUNK:])
+
+
+def _int_to_dec(n: int) -> str:
+    if n < _CHUNK_POW:
+        return str(n)
+    hi, lo = divmod(n, _CHUNK_POW)
+    return _int_to_dec(hi) + str(lo).rjust(_CHUNK, "0")
+
+
+def _ld_round(num: int, den: int):
+    """The long double nearest to num/den (>= 0) as (m, e), or None if it overflows."""
+    if num == 0:
+        return 0, 0
+    e = num.bit_length() - den.bit_length()
+    if e >= 0:
+        if num < (den << e):
+            e -= 1
+    elif (num << -e) < den:
+        e -= 1
+    shift = max(e, _LD_EMIN) - (_LD_MANT - 1)
+    if shift >= 0:
+        n, d = num, den << shift
+    else:
+        n, d = num << -shift, den
+    m, r = divmod(n, d)
+    r2 = 2 * r
+    if r2 > d or (r2 == d and m & 1):
+        m += 1
+    if m == 0:
+        return 0, 0
+    if m.bit_length() - 1 + shift > _LD_EMAX:
+        return None
+    return m, shift
+
+
+def ld_parse(b: bytes):
+    """Redis's string2ld: strtold over the whole string, no leading space, no NaN, and a
+    value that overflows (or a nonzero one that underflows to 0) is refused. Returns
+    (neg, m, e), (neg, None, 0) for infinity, or None if the string is not a valid float."""
+    if not b or len(b) >= _LD_MAX_CHARS:
+        return None
+    hexa = False
+    mt = _LD_DEC_RE.match(b)
+    if mt is None:
+        mt = _LD_HEX_RE.match(b)
+        hexa = True
+        if mt is None:
+            mt = _LD_INF_RE.match(b)
+            return None if mt is None else (mt.group(1) == b"-", None, 0)
+    sign, ip, fp, fp2, ex = mt.groups()
+    if fp2 is not None:
+        ip, fp = b"", fp2
+    fp = fp or b""
+    digits = (ip + fp).lstrip(b"0")
+    neg = sign == b"-"
+    if not digits:
+        return neg, 0, 0
+    if hexa:
+        v = int(digits, 16)
+        x = (int(ex) if ex else 0) - 4 * len(fp)
+        top = x + v.bit_length()          # 2**(top-1) <= value < 2**top
+        if top - 1 > _LD_EMAX + 1 or top < _LD_EMIN - _LD_MANT - 2:
+            return None
+        r = _ld_round(v << x, 1) if x >= 0 else _ld_round(v, 1 << -x)
+    else:
+        x = (int(ex) if ex else 0) - len(fp)
+        top = x + len(digits)             # 10**(top-1) <= value < 10**top
+        if top - 1 > 4933 or top < -4952:
+            return None
+        v = _dec_to_int(digits)
+        r = _ld_round(v * 10 ** x, 1) if x >= 0 else _ld_round(v, 10 ** -x)
+    if r is None or r[0] == 0:
+        return None                       # ERANGE: overflow, or underflow to zero
+    return neg, r[0], r[1]
+
+
+def ld_add(a, b):
+    """a + b rounded to a long double; None if the result is infinite or NaN."""
+    if a[1] is None or b[1] is None:
+        return None
+    e = min(a[2], b[2])
+    va = a[1] << (a[2] - e)
+    vb = b[1] << (b[2] - e)
+    s = (-va if a[0] else va) + (-vb if b[0] else vb)
+    neg = s < 0
+    s = -s if neg else s
+    r = _ld_round(s << e, 1) if e >= 0 else _ld_round(s, 1 << -e)
+    if r is None:
+        return None
+    return neg, r[0], r[1]
+
+
+def ld_format(v) -> bytes:
+    """Redis's ld2string(LD_STR_HUMAN): ``%.17Lf``, trailing zeros and a bare '.' dropped,
+    "-0" printed as "0"."""
+    neg, m, e = v
+    scaled = m * 10 ** 17
+    if e >= 0:
+        n = scaled << e
+    else:
+        n, r = divmod(scaled, 1 << -e)
+        r2 = 2 * r
+        if r2 > (1 << -e) or (r2 == (1 << -e) and n & 1):
+            n += 1
+    s = _int_to_dec(n).rjust(18, "0")
+    ip, fp = s[:-17], s[-17:].rstrip("0")
+    out = ip + "." + fp if fp else ip
+    if neg and out != "0":
+        out = "-" + out
+    return out.encode()
+
+
+def parse_long_double(b: bytes, err: str = NOT_FLOAT):
+    v = ld_parse(b)
+    if v is None:
         raise CommandError(err)
-    try:
-        d = Decimal(s)
-    except InvalidOperation:
-        raise CommandError(err) from None
-    if d.is_nan():
-        raise CommandError(err)
-    return d
+    return v
 
 
-def format_decimal(d: Decimal) -> bytes:
-    """Like Redis's ``%.17Lg`` output for INCRBYFLOAT: 17 significant digits, plain notation,
-    trailing zeros dropped."""
-    with localcontext() as ctx:
-        ctx.prec = 17
-        d = +d
-    s = format(d, "f")
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    if s in ("-0", ""):
-        s = "0"
-    return s.encode()
+# ---------------------------------------------------------------------------- glob patterns
+
+class GlobMatcher:
+    """Redis's ``stringmatchlen`` (KEYS, SCAN MATCH, CONFIG GET), compiled to a regex.
+
+    Quirks kept: an unterminated ``[...`` class ends at the end of the pattern; ``[a-]``
+    is the range a..']'; ranges compare C ``char`` values, which are signed, so a byte
+    >= 0x80 sorts below 'a'; a lone trailing backslash matches itself; and the empty
+    string matches only the empty pattern (Redis's loop never runs for it, so even ``*``
+    does not match it).
+    """
+
+    __slots__ = ("pattern", "_rx", "_nocase")
+
+    def __init__(self, pattern: bytes, nocase: bool = False) -> None:
+        self.pattern = pattern
+        self._nocase = nocase
+        self._rx = re.compile(_glob_regex(pattern, nocase), re.DOTALL)
+
+    def match(self, s: bytes) -> bool:
+        if not s:
+            return not self.pattern
+        return self._rx.fullmatch(s) is not None
 
 
-def add_decimal(cur: Decimal, incr: Decimal, err: str) -> tuple[Decimal, bytes]:
-    with localcontext() as ctx:
-        ctx.prec = 40
-        r = cur + incr
-    if r.is_infinite() or r.is_nan():
-        raise CommandError(err)
-    out = format_decimal(r)
-    return Decimal(out.decode()), out
+def _signed(c: int) -> int:
+    return c - 256 if c >= 128 else c
 
 
-_glob_cache: dict[bytes, re.Pattern] = {}
-
-
-def glob_to_regex(pattern: bytes) -> re.Pattern:
-    """Compile a Redis glob (``*``, ``?``, ``[a-z]``, ``[^a]``, ``\\x``) into a regex."""
-    r = _glob_cache.get(pattern)
-    if r is not None:
-        return r
+def _glob_regex(p: bytes, nocase: bool) -> bytes:
     out = []
-    i, n = 0, len(pattern)
+    i, n = 0, len(p)
+
+    def lit(c: int) -> bytes:
+        if nocase and 65 <= c <= 90 or nocase and 97 <= c <= 122:
+            return b"[" + re.escape(bytes([c | 32])) + re.escape(bytes([c & ~32])) + b"]"
+        return re.escape(bytes([c]))
+
     while i < n:
-        c = pattern[i:i + 1]
-        if c == b"*":
+        c = p[i]
+        if c == 42:  # '*'
+            while i + 1 < n and p[i + 1] == 42:
+                i += 1
             out.append(b".*")
-        elif c == b"?":
+        elif c == 63:  # '?'
             out.append(b".")
-        elif c == b"\\" and i + 1 < n:
+        elif c == 91:  # '['
             i += 1
-            out.append(re.escape(pattern[i:i + 1]))
-        elif c == b"[":
-            j = i + 1
-            neg = j < n and pattern[j:j + 1] == b"^"
+            neg = i < n and p[i] == 94  # '^'
             if neg:
-                j += 1
-            parts = []
-            while j < n and pattern[j:j + 1] != b"]":
-                if pattern[j:j + 1] == b"\\" and j + 1 < n:
-                    parts.append(re.escape(pattern[j + 1:j + 2]))
-                    j += 2
-                elif j + 2 < n and pattern[j + 1:j + 2] == b"-" and pattern[j + 2:j + 3] != b"]":
-                    a, b = pattern[j:j + 1], pattern[j + 2:j + 3]
-                    if a > b:
-                        a, b = b, a
-                    parts.append(re.escape(a) + b"-" + re.escape(b))
-                    j += 3
+                i += 1
+            members: set[int] = set()
+            while True:
+                if i < n and p[i] == 92 and n - i >= 2:  # backslash escape
+                    i += 1
+                    members.add(p[i])
+                elif i < n and p[i] == 93:  # ']'
+                    break
+                elif i >= n:
+                    i = n - 1
+                    break
+                elif n - i >= 3 and p[i + 1] == 45:  # 'a-z'
+                    lo, hi = _signed(p[i]), _signed(p[i + 2])
+                    if lo > hi:
+                        lo, hi = hi, lo
+                    if nocase:
+                        lo, hi = _lower_signed(lo), _lower_signed(hi)
+                        members.update(b for b in range(256) if lo <= _lower_signed(_signed(b)) <= hi)
+                    else:
+                        members.update(b for b in range(256) if lo <= _signed(b) <= hi)
+                    i += 2
                 else:
-                    parts.append(re.escape(pattern[j:j + 1]))
-                    j += 1
-            if not parts:
-                out.append(b"(?!)" if not neg else b".")
+                    members.add(p[i])
+                    if nocase:
+                        members.update(b for b in range(256) if _lower(b) == _lower(p[i]))
+                i += 1
+            if not members:
+                out.append(b"[\\x00-\\xff]" if neg else b"(?!)")
             else:
-                out.append(b"[" + (b"^" if neg else b"") + b"".join(parts) + b"]")
-            i = j  # at ']' (or end)
+                cls = b"".join(re.escape(bytes([b])) for b in sorted(members))
+                out.append(b"[" + (b"^" if neg else b"") + cls + b"]")
+        elif c == 92 and n - i >= 2:  # '\x': x literally
+            i += 1
+            out.append(lit(p[i]))
         else:
-            out.append(re.escape(c))
+            out.append(lit(c))
         i += 1
-    r = re.compile(b"".join(out) + b"\\Z", re.DOTALL)
-    if len(_glob_cache) > 256:
-        _glob_cache.clear()
-    _glob_cache[pattern] = r
-    return r
+    return b"".join(out)
+
+
+def _lower(b: int) -> int:
+    return b | 32 if 65 <= b <= 90 else b
+
+
+def _lower_signed(c: int) -> int:
+    return c | 32 if 65 <= c <= 90 else c
+
+
+_glob_cache: dict[tuple, GlobMatcher] = {}
+
+
+def glob_matcher(pattern: bytes, nocase: bool = False) -> GlobMatcher:
+    m = _glob_cache.get((pattern, nocase))
+    if m is None:
+        if len(_glob_cache) > 256:
+            _glob_cache.clear()
+        m = _glob_cache[(pattern, nocase)] = GlobMatcher(pattern, nocase)
+    return m
+
+
+def _cstr(b: bytes, limit: int | None = None) -> str:
+    """An argument as Redis prints it with %s in an error: up to the first NUL byte."""
+    i = b.find(b"\x00")
+    if i >= 0:
+        b = b[:i]
+    if limit is not None:
+        b = b[:limit]
+    return b.decode("utf-8", "surrogateescape")
 
 
 def _get_string(ctx: Ctx, key: bytes) -> bytes | None:
@@ -271,58 +454,76 @@ def cmd_get(ctx: Ctx, args):
     return e.value
 
 
-def _parse_expire_arg(b: bytes, unit_ms: int, absolute: bool, now_ms: int, cmd: str) -> int:
+def _expire_ms(b: bytes, unit_ms: int, absolute: bool, now_ms: int, cmd: str) -> int:
+    """Redis's getExpireMillisecondsOrReply (SET EX/PX/EXAT/PXAT, SETEX, PSETEX): a positive
+    integer, and an absolute time in ms that does not overflow."""
     v = parse_int(b)
-    if v <= 0:
+    if v <= 0 or (unit_ms == 1000 and v > INT64_MAX // 1000):
         raise CommandError(f"ERR invalid expire time in '{cmd}' command")
     ms = v * unit_ms
     if not absolute:
         ms += now_ms
-    if ms > INT64_MAX or v > INT64_MAX // unit_ms:
+    if ms > INT64_MAX:
         raise CommandError(f"ERR invalid expire time in '{cmd}' command")
     return ms
+
+
+_SET_NX, _SET_XX, _SET_GET, _SET_KEEPTTL, _SET_EX, _SET_PX, _SET_EXAT, _SET_PXAT = (1 << i for i in range(8))
+_SET_EXPIRY = _SET_EX | _SET_PX | _SET_EXAT | _SET_PXAT
+_SET_TOKENS = {b"EX": _SET_EX, b"PX": _SET_PX, b"EXAT": _SET_EXAT, b"PXAT": _SET_PXAT}
 
 
 @command("set", -3, "write denyoom", 1, 1, 1)
 def cmd_set(ctx: Ctx, args):
     key, value = args[1], args[2]
-    nx = xx = get = keepttl = False
-    expire_at = 0
-    seen_expire = False
-    i = 3
     n = len(args)
+    if n == 3:
+        # the common case, no options (an expired old entry is simply replaced)
+        if len(value) > ctx.max_string:
+            raise CommandError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
+        ctx.emit((E_SET, key, value, 0))
+        return OK
+    # Redis's parseExtendedStringArgumentsOrReply: a repeated option is accepted (the last
+    # expiry wins), conflicting ones are a syntax error; the expiry value is checked after.
+    flags = 0
+    expire = None
+    i = 3
     while i < n:
         opt = args[i].upper()
-        if opt == b"NX" and not xx:
-            nx = True
-        elif opt == b"XX" and not nx:
-            xx = True
+        if opt == b"NX" and not flags & _SET_XX:
+            flags |= _SET_NX
+        elif opt == b"XX" and not flags & _SET_NX:
+            flags |= _SET_XX
         elif opt == b"GET":
-            get = True
-        elif opt == b"KEEPTTL" and not seen_expire:
-            keepttl = True
-            seen_expire = True
-        elif opt in (b"EX", b"PX", b"EXAT", b"PXAT") and not seen_expire and i + 1 < n:
-            seen_expire = True
-            unit = 1000 if opt in (b"EX", b"EXAT") else 1
-            expire_at = _parse_expire_arg(args[i + 1], unit, opt.endswith(b"AT"), ctx.now_ms, "set")
+            flags |= _SET_GET
+        elif opt == b"KEEPTTL" and not flags & _SET_EXPIRY:
+            flags |= _SET_KEEPTTL
+        elif opt in _SET_TOKENS and i + 1 < n and not flags & ((_SET_EXPIRY | _SET_KEEPTTL) & ~_SET_TOKENS[opt]):
+            flags |= _SET_TOKENS[opt]
+            expire = (opt, args[i + 1])
             i += 1
         else:
             raise CommandError(SYNTAX)
         i += 1
+    expire_at = 0
+    if expire is not None:
+        opt, b = expire
+        expire_at = _expire_ms(b, 1000 if opt in (b"EX", b"EXAT") else 1, opt.endswith(b"AT"), ctx.now_ms, "set")
     if len(value) > ctx.max_string:
         raise CommandError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
     e = ctx.lookup(key)
+    get = flags & _SET_GET
     old = None
     if get and e is not None:
         if e.type != T_STRING:
             raise CommandError(WRONGTYPE)
         old = e.value
-    if (nx and e is not None) or (xx and e is None):
-        return old if get else None
-    if keepttl and e is not None:
+    if (flags & _SET_NX and e is not None) or (flags & _SET_XX and e is None):
+        return old
+    if flags & _SET_KEEPTTL and e is not None:
         expire_at = e.expire_at
-    if expire_at and expire_at <= ctx.now_ms:
+    if expire_at and expire_at <= ctx.now_ms and not ctx.replica:
+        # set with a time already past: the key is gone at once (Redis deletes it on access)
         if e is not None:
             ctx.emit((E_DEL, key))
     else:
@@ -339,7 +540,9 @@ def cmd_setnx(ctx: Ctx, args):
 
 
 def _setex(ctx: Ctx, args, unit: int, name: str):
-    at = _parse_expire_arg(args[2], unit, False, ctx.now_ms, name)
+    at = _expire_ms(args[2], unit, False, ctx.now_ms, name)
+    if len(args[3]) > ctx.max_string:
+        raise CommandError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
     ctx.lookup(args[1])
     ctx.emit((E_SET, args[1], args[3], at))
     return OK
@@ -499,9 +702,13 @@ def cmd_decrby(ctx, args):
 @command("incrbyfloat", 3, "write denyoom fast", 1, 1, 1)
 def cmd_incrbyfloat(ctx: Ctx, args):
     e = ctx.lookup_type(args[1], T_STRING)
-    incr = parse_decimal(args[2])
-    cur = parse_decimal(e.value) if e is not None else Decimal(0)
-    _, out = add_decimal(cur, incr, "ERR increment would produce NaN or Infinity")
+    cur = parse_long_double(e.value) if e is not None else (False, 0, 0)
+    incr = parse_long_double(args[2])
+    r = ld_add(cur, incr)
+    if r is None:
+        raise CommandError("ERR increment would produce NaN or Infinity")
+    out = ld_format(r)
+    # the effect carries the resulting string, never the increment
     ctx.emit((E_SET, args[1], out, e.expire_at if e is not None else 0))
     return out
 
@@ -576,71 +783,113 @@ def cmd_keys(ctx: Ctx, args):
     live = [k for k, e in ctx.ks.data.items() if not (e.expire_at and e.expire_at <= now)]
     if pat == b"*":
         return live
-    rx = glob_to_regex(pat)
-    return [k for k in live if rx.match(k)]
+    m = glob_matcher(pat).match
+    return [k for k in live if m(k)]
 
 
 def _scan_hash(k: bytes) -> int:
-    return (zlib.crc32(k) << 32) | zlib.crc32(k, 0x5EED)
+    # deterministic (the same on every node and after a restart), cheap, 64 bits
+    return (zlib.crc32(k) << 32) | zlib.adler32(k)
+
+
+_ULONG_MAX = 2**64 - 1
+# id(keyspace) -> (keyspace, ctx.pos and key count when built, sorted hashes, keys in that order)
+_SCAN_INDEX: dict[int, tuple] = {}
+
+
+def parse_scan_cursor(b: bytes) -> int:
+    """Redis parses the cursor with strtoul: no leading space, an optional sign ("-1" wraps to
+    2**64-1), decimal digits up to 2**64-1, and the C string ends at a NUL byte (so "" is 0)."""
+    i = b.find(b"\x00")
+    if i >= 0:
+        b = b[:i]
+    if not b:
+        return 0
+    neg = b[:1] == b"-"
+    digits = b[1:] if b[:1] in (b"-", b"+") else b
+    if not digits or not digits.isdigit() or not digits.isascii():
+        raise CommandError("ERR invalid cursor")
+    v = int(digits)
+    if v > _ULONG_MAX:
+        raise CommandError("ERR invalid cursor")
+    return (-v) & _ULONG_MAX if neg else v
+
+
+def _scan_index(ctx: Ctx, start: bool) -> tuple:
+    """Every key sorted by its scan hash. Built when a scan starts (cursor 0) unless nothing
+    was written since the cached one was built, or when none is cached; dropped when a scan
+    ends. A key present for a whole scan was present when the index in use was built (each
+    index is built after that scan started, or is unchanged since), so it is returned; a key
+    added meanwhile may or may not be."""
+    ks = ctx.ks
+    idx = _SCAN_INDEX.get(id(ks))
+    if idx is None or idx[0] is not ks or (start and (idx[1] != ctx.pos or idx[2] != len(ks.data))):
+        keys = list(ks.data)
+        hashes = list(map(_scan_hash, keys))
+        order = sorted(range(len(keys)), key=hashes.__getitem__)
+        idx = (ks, ctx.pos, len(keys), [hashes[i] for i in order], [keys[i] for i in order])
+        if len(_SCAN_INDEX) >= 8:
+            _SCAN_INDEX.clear()
+        _SCAN_INDEX[id(ks)] = idx
+    return idx
 
 
 @command("scan", -2, "readonly", 0, 0, 0)
 def cmd_scan(ctx: Ctx, args):
-    """Cursor = the 64-bit hash of the last key returned. Keys are visited in hash order, so
-    a key present for the whole scan is returned (at least once) whatever changes meanwhile."""
-    try:
-        cursor = int(args[1])
-        if cursor < 0 or str(cursor).encode() != args[1]:
-            raise ValueError
-    except ValueError:
-        raise CommandError("ERR invalid cursor") from None
+    """The cursor is a position in the space of 64-bit key hashes: keys are visited in hash
+    order and a cursor c means "keys whose hash is >= c". Keys sharing a hash are never split
+    across two pages. So, as in Redis, a key present during the whole scan is returned, a
+    key is never returned twice, and COUNT is a hint (fewer come back when keys were deleted,
+    expired or filtered out by MATCH/TYPE)."""
+    cursor = parse_scan_cursor(args[1])
     count = 10
     pat = None
     want_type = None
     i = 2
-    while i < len(args):
+    n = len(args)
+    while i < n:
         opt = args[i].upper()
-        if i + 1 >= len(args):
-            raise CommandError(SYNTAX)
-        if opt == b"COUNT":
+        if opt == b"COUNT" and i + 1 < n:
             count = parse_int(args[i + 1])
             if count < 1:
                 raise CommandError(SYNTAX)
-        elif opt == b"MATCH":
-            pat = None if args[i + 1] == b"*" else glob_to_regex(args[i + 1])
-        elif opt == b"TYPE":
-            want_type = args[i + 1].lower().decode("latin-1")
+        elif opt == b"MATCH" and i + 1 < n:
+            pat = None if args[i + 1] == b"*" else glob_matcher(args[i + 1])
+        elif opt == b"TYPE" and i + 1 < n:
+            want_type = _cstr(args[i + 1]).lower()
         else:
             raise CommandError(SYNTAX)
         i += 2
-    import heapq
-
+    ks = ctx.ks
+    hashes, keys = _scan_index(ctx, cursor == 0)[3:]
+    lo = bisect.bisect_left(hashes, cursor)
+    hi = min(lo + count, len(keys))
+    while hi < len(keys) and hashes[hi] == hashes[hi - 1]:
+        hi += 1
+    if hi < len(keys):
+        nxt = hashes[hi - 1] + 1
+    else:
+        nxt = 0
+        _SCAN_INDEX.pop(id(ks), None)
     now = ctx.now_ms
-    # cursor 0 starts; a returned cursor c means "keys whose hash is >= c"
-    page = heapq.nsmallest(count, ((h, k) for k in ctx.ks.data if (h := _scan_hash(k)) >= cursor))
+    data = ks.data
     out = []
-    for _h, k in page:
-        e = ctx.ks.data[k]
-        if e.expire_at and e.expire_at <= now:
+    for k in keys[lo:hi]:
+        e = data.get(k)
+        if e is None or (e.expire_at and e.expire_at <= now):
             continue
         if pat is not None and not pat.match(k):
             continue
         if want_type is not None and TYPE_NAMES[e.type] != want_type:
             continue
         out.append(k)
-    if len(page) < count:
-        nxt = 0
-    else:
-        nxt = page[-1][0] + 1
     return [b"%d" % nxt, out]
 
 
 def _expire(ctx: Ctx, args, unit: int, absolute: bool, name: str):
+    """Redis's expireGenericCommand: the NX/XX/GT/LT options are checked first, then the
+    time; a time in the past deletes the key."""
     key = args[1]
-    try:
-        v = parse_int(args[2])
-    except CommandError:
-        raise
     nx = xx = gt = lt = False
     for opt in args[3:]:
         o = opt.upper()
@@ -653,18 +902,19 @@ def _expire(ctx: Ctx, args, unit: int, absolute: bool, name: str):
         elif o == b"LT":
             lt = True
         else:
-            raise CommandError(f"ERR Unsupported option {opt.decode('latin-1')}")
+            raise CommandError(f"ERR Unsupported option {_cstr(opt)}")
     if nx and (xx or gt or lt):
         raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
     if gt and lt:
         raise CommandError("ERR GT and LT options at the same time are not compatible")
-    if v > INT64_MAX // unit or v < INT64_MIN // unit:
+    v = parse_int(args[2])
+    if unit != 1 and (v > INT64_MAX // unit or v < INT64_MIN // unit):
         raise CommandError(f"ERR invalid expire time in '{name}' command")
     at = v * unit
     if not absolute:
+        if at > INT64_MAX - ctx.now_ms:
+            raise CommandError(f"ERR invalid expire time in '{name}' command")
         at += ctx.now_ms
-    if at > INT64_MAX or at < INT64_MIN:
-        raise CommandError(f"ERR invalid expire time in '{name}' command")
     e = ctx.lookup(key)
     if e is None:
         return 0
@@ -677,7 +927,7 @@ def _expire(ctx: Ctx, args, unit: int, absolute: bool, name: str):
         return 0
     if lt and cur and at >= cur:
         return 0
-    if at <= ctx.now_ms:
+    if at <= ctx.now_ms and not ctx.replica:
         ctx.emit((E_DEL, key))
     else:
         ctx.emit((E_EXPIRE, key, at))
@@ -779,10 +1029,14 @@ def entry_memory_usage(key: bytes, e: Entry) -> int:
 
 @command("memory|usage", -3, "readonly", 2, 2, 1)
 def cmd_memory_usage(ctx: Ctx, args):
-    if len(args) > 3:
-        if len(args) != 5 or args[3].upper() != b"SAMPLES":
+    j = 3
+    while j < len(args):
+        if args[j].upper() == b"SAMPLES" and j + 1 < len(args):
+            if parse_int(args[j + 1]) < 0:
+                raise CommandError(SYNTAX)
+            j += 2
+        else:
             raise CommandError(SYNTAX)
-        parse_int(args[4])
     e = ctx.lookup(args[2])
     if e is None:
         return None
@@ -880,8 +1134,8 @@ def cmd_hstrlen(ctx: Ctx, args):
 
 @command("hincrby", 4, "write denyoom fast", 1, 1, 1)
 def cmd_hincrby(ctx: Ctx, args):
-    e = ctx.lookup_type(args[1], T_HASH)
     delta = parse_int(args[3])
+    e = ctx.lookup_type(args[1], T_HASH)
     cur_b = e.value.get(args[2]) if e is not None else None
     cur = 0 if cur_b is None else parse_int(cur_b, "ERR hash value is not an integer")
     new = cur + delta
@@ -893,11 +1147,16 @@ def cmd_hincrby(ctx: Ctx, args):
 
 @command("hincrbyfloat", 4, "write denyoom fast", 1, 1, 1)
 def cmd_hincrbyfloat(ctx: Ctx, args):
+    incr = parse_long_double(args[3])
+    if incr[1] is None:
+        raise CommandError("ERR value is NaN or Infinity")
     e = ctx.lookup_type(args[1], T_HASH)
-    incr = parse_decimal(args[3])
     cur_b = e.value.get(args[2]) if e is not None else None
-    cur = Decimal(0) if cur_b is None else parse_decimal(cur_b, "ERR hash value is not a float")
-    _, out = add_decimal(cur, incr, "ERR increment would produce NaN or Infinity")
+    cur = (False, 0, 0) if cur_b is None else parse_long_double(cur_b, "ERR hash value is not a float")
+    r = ld_add(cur, incr)
+    if r is None:
+        raise CommandError("ERR increment would produce NaN or Infinity")
+    out = ld_format(r)
     ctx.emit((E_HSET, args[1], [args[2], out]))
     return out
 
@@ -984,12 +1243,15 @@ def _sample(ctx: Ctx, s: set, k: int) -> list:
 def cmd_srandmember(ctx: Ctx, args):
     if len(args) > 3:
         raise CommandError(SYNTAX)
-    s = _set_of(ctx, args[1])
     if len(args) == 2:
+        s = _set_of(ctx, args[1])
         if not s:
             return None
         return _sample(ctx, s, 1)[0]
-    count = parse_int(args[2], "ERR value is out of range")
+    count = parse_int(args[2])
+    if count == INT64_MIN:
+        raise CommandError(f"ERR value is out of range, value must between {-INT64_MAX} and {INT64_MAX}")
+    s = _set_of(ctx, args[1])
     if not s or count == 0:
         return []
     if count > 0:
@@ -1001,8 +1263,13 @@ def cmd_srandmember(ctx: Ctx, args):
 @command("smove", 4, "write fast", 1, 2, 1)
 def cmd_smove(ctx: Ctx, args):
     src, dst, m = args[1], args[2], args[3]
-    s = _set_of(ctx, src)
-    _set_of(ctx, dst)  # type check first, as Redis does
+    se = ctx.lookup(src)
+    de = ctx.lookup(dst)
+    if se is None:
+        return 0
+    if se.type != T_SET or (de is not None and de.type != T_SET):
+        raise CommandError(WRONGTYPE)
+    s = se.value
     if m not in s:
         return 0
     if src == dst:

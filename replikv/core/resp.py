@@ -323,7 +323,7 @@ def _encode(r, proto: int, out: list) -> None:
         if r is OK:
             out.append(_OK_BYTES)
         else:
-            out.append(b"+" + r.text.encode() + CRLF)
+            out.append(b"+" + r.text.encode("utf-8", "surrogateescape") + CRLF)
     elif t is int:
         out.append(b":%d\r\n" % r)
     elif r is None:
@@ -333,7 +333,10 @@ def _encode(r, proto: int, out: list) -> None:
         for x in r:
             _encode(x, proto, out)
     elif t is Error:
-        out.append(b"-" + r.text.replace("\r", " ").replace("\n", " ").encode() + CRLF)
+        # as Redis: trim CR/LF at both ends, turn the ones inside into spaces; bytes that are
+        # not UTF-8 (kept as surrogates by the error's author) go out unchanged
+        text = r.text.strip("\r\n").replace("\r", " ").replace("\n", " ")
+        out.append(b"-" + text.encode("utf-8", "surrogateescape") + CRLF)
     elif t is bool:
         if proto == 3:
             out.append(b"#t\r\n" if r else b"#f\r\n")

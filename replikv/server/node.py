@@ -540,11 +540,14 @@ class Node:
     def _queue_multi(self, conn, name, cmd, args) -> None:
         if cmd is None:
             if name in _CONN_COMMANDS and name not in _NOT_IN_MULTI:
-                conn.multi.append((None, args))
-                conn.reply_now(encode(QUEUED, conn.proto))
-                return
+                msg = _queue_error(args)  # arity, unknown subcommand: refused now, as Redis does
+                if msg is None:
+                    conn.multi.append((None, args))
+                    conn.reply_now(encode(QUEUED, conn.proto))
+                    return
+            else:
+                msg = _unknown(args) if name not in _CONN_COMMANDS else "ERR Command not allowed inside a transaction"
             conn.multi_error = True
-            msg = _unknown(args) if name not in _CONN_COMMANDS else "ERR Command not allowed inside a transaction"
             conn.reply_now(encode(Error(msg), conn.proto))
             return
         n = len(args)
@@ -867,4 +870,5 @@ class Node:
 
 from . import replcommands  # noqa: E402,F401  (registers REPLICA, ACKMODE)
 from .conncommands import _CONN_COMMANDS, _NOT_IN_MULTI, _TX_CONTROL, _ConnCmd, _unknown  # noqa: E402
+from .conncommands import queue_error as _queue_error  # noqa: E402
 from .dashboard import command_counts  # noqa: E402  (reads / writes in status(), for the dashboard)
