@@ -258,6 +258,8 @@ CONTAINERS = ("client", "config", "command", "memory")
 def subcommand_arity(parent: str, sub: str) -> int | None:
     """The arity of ``parent|sub`` (None if there is no such subcommand)."""
     name = f"{parent}|{sub}"
+    if not name.isascii():
+        return None   # every command name is ASCII (and this one may hold undecodable bytes)
     s = SUBCOMMANDS.get(name)
     if s is not None:
         return s[0]
@@ -322,6 +324,8 @@ def command_info(name: str):
     """One command's entry in COMMAND / COMMAND INFO, or None if unknown. ``name`` may be a
     subcommand ("client|list")."""
     name = name.lower()
+    if not name.isascii():
+        return None
     cmd = C.COMMANDS.get(name.upper().encode())
     if "|" in name:
         s = SUBCOMMANDS.get(name)
@@ -508,6 +512,8 @@ def _key_positions(name: str) -> tuple[int, int, int]:
 
 def command_docs(name: str):
     name = name.lower()
+    if not name.isascii():
+        return None
     if "|" in name:
         s = SUBCOMMANDS.get(name)
         if s is None:

@@ -627,3 +627,43 @@ def test_pipelining(r):
     assert isinstance(res[1001], redis.ResponseError) and str(res[1001]) == WRONGTYPE
     assert res[1002] == b"1"
     assert r.dbsize() == 500
+
+
+# ---------------------------------------------------------------------------- odd arguments
+
+_NAMES = [b"CLIENT", b"CONFIG", b"COMMAND", b"MEMORY", b"HELLO", b"SELECT", b"PING", b"ECHO", b"INFO", b"SCAN",
+          b"SET", b"EXPIRE", b"INCRBYFLOAT", b"HINCRBYFLOAT", b"SRANDMEMBER", b"SPOP", b"KEYS", b"GETRANGE",
+          b"SETRANGE", b"MSET", b"HSET", b"SMOVE", b"RENAME", b"TYPE", b"DEL", b"WATCH", b"UNWATCH", b"MULTI",
+          b"EXEC", b"DISCARD", b"\xff", b"GET"]
+_SUBS = [b"LIST", b"INFO", b"ID", b"GETNAME", b"SETNAME", b"KILL", b"SETINFO", b"NO-EVICT", b"GET", b"SET",
+         b"DOCS", b"COUNT", b"GETKEYS", b"USAGE", b"HELP", b"TYPE", b"ID", b"3", b"2", b"AUTH", b"SAMPLES"]
+
+
+def test_no_internal_errors_on_odd_arguments(port):
+    """Whatever the arguments (binary, non-UTF-8, out of range), every command answers with
+    a reply or a Redis error, never an internal error, and the connection stays usable."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    arg = st.sampled_from(_SUBS) | st.binary(max_size=6) | st.sampled_from(
+        [b"-1", b"0", b"9223372036854775808", b"1e400", b"inf", b"\xff\xfe", b"*", b"[", b"k"])
+    cmd = st.tuples(st.sampled_from(_NAMES), st.lists(arg, max_size=5)).map(lambda t: [t[0], *t[1]])
+
+    s = Session(port)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(cmd, min_size=1, max_size=8))
+    def check(cmds):
+        s("RESET")
+        for c in cmds:
+            if c[0] == b"CLIENT" and len(c) > 1 and c[1] == b"KILL":
+                continue  # could close this very connection
+            reply = s(*c)
+            if isinstance(reply, Error):
+                assert "internal error" not in reply.text, (c, reply)
+        assert s("PING") in (Simple("PONG"), Simple("QUEUED"))
+
+    try:
+        check()
+    finally:
+        s.close()
