@@ -163,10 +163,14 @@ def _status_table(rows: list[dict]):
 @click.option("--heartbeat-ms", type=int, default=None)
 @click.option("--net-faults", is_flag=True, default=None,
               help="Route peer traffic through link proxies so links can be cut, delayed or made lossy.")
+@click.option("--log-format", type=click.Choice(["physical", "row", "statement"]), default=None,
+              help="Leader mode: what the leader ships: log frames byte for byte (default), row images, or statements.")
+@click.option("--statement-unsafe", is_flag=True, default=None,
+              help="With --log-format statement: log commands as issued (nondeterministic ones make followers diverge).")
 @click.option("--detach", is_flag=True, help="Return once the nodes answer; stop them with `replikv down`.")
 @click.option("--dashboard", is_flag=True, help="Print the dashboard's URL (and open it when there is a display).")
 def up(mode, partitions, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms, heartbeat_ms, net_faults,
-       detach, dashboard) -> None:
+       detach, dashboard, log_format=None, statement_unsafe=None) -> None:
     """Start a local cluster (or restart its stopped nodes) and show its status."""
     from ..server.config import ConfigError
 
@@ -174,7 +178,8 @@ def up(mode, partitions, nodes, base_port, data_dir, fsync, ack, ack_timeout_ms,
     if fsync:
         settings["fsync"] = fsync
     cluster_settings = {k: v for k, v in (("ack", ack), ("ack_timeout_ms", ack_timeout_ms),
-                                          ("heartbeat_ms", heartbeat_ms), ("net_faults", net_faults))
+                                          ("heartbeat_ms", heartbeat_ms), ("net_faults", net_faults),
+                                          ("log_format", log_format), ("statement_unsafe", statement_unsafe))
                         if v is not None}
     try:
         try:
@@ -285,5 +290,8 @@ if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))
 
 
+from ..logformats.cdc import register as _register_cdc  # noqa: E402
 from ..scenarios import cli as _scenarios_cli  # noqa: E402,F401  (registers `replikv scenario`)
 from . import cli_ops  # noqa: E402,F401  (registers `replikv failover`)
+
+_register_cdc(main)   # `replikv cdc`

@@ -40,10 +40,12 @@ E_RENAME = 7    # (E_RENAME, src, dst); keeps the TTL, replaces dst
 E_FLUSH = 8     # (E_FLUSH,)
 E_APPEND = 9    # (E_APPEND, key, data)
 E_META = 10     # (E_META, key, {"deps": [[partition, seq], ...]}): replication metadata of an entry
+E_PUT = 11      # (E_PUT, key, type, value in wire form, expire_at_ms[, meta]): a row image (log_format
+                # "row"); replaces the whole entry
 
 EFFECT_NAMES = {E_SET: "set", E_DEL: "del", E_EXPIRE: "expire", E_HSET: "hset", E_HDEL: "hdel",
                 E_SADD: "sadd", E_SREM: "srem", E_RENAME: "rename", E_FLUSH: "flush",
-                E_APPEND: "append", E_META: "meta"}
+                E_APPEND: "append", E_META: "meta", E_PUT: "put"}
 
 
 class Entry:
@@ -217,6 +219,16 @@ class Keyspace:
             e = data.get(effect[1])
             if e is not None:
                 e.meta = effect[2]
+        elif op == E_PUT:
+            _, key, type_, v, exp = effect[:5]
+            old = data.get(key)
+            data[key] = Entry(type_, value_from_wire(type_, v), exp, pos, effect[5] if len(effect) > 5 else None)
+            if exp:
+                self.expires[key] = exp
+            elif old is not None:
+                self.expires.pop(key, None)
+            if self.watchers:
+                self._touch(key)
         elif op == E_FLUSH:
             if self.watchers:
                 for k in list(self.watchers):
@@ -273,14 +285,36 @@ def entry_to_wire(key: bytes, e: Entry) -> list:
     return [key, e.type, v, e.expire_at, e.pos]
 
 
+def value_to_wire(e: Entry):
+    """An entry's value in wire form: bytes, a flat [field, value, ...] list, or members."""
+    v = e.value
+    if e.type == T_HASH:
+        flat = []
+        for f, x in v.items():
+            flat.append(f)
+            flat.append(x)
+        return flat
+    if e.type == T_SET:
+        return list(v)
+    return v
+
+
+def value_from_wire(type_: int, v):
+    if type_ == T_HASH:
+        return dict(zip(v[::2], v[1::2], strict=True))
+    if type_ == T_SET:
+        return set(v)
+    if type_ != T_STRING:
+        raise ValueError(f"unknown type {type_!r}")
+    return v
+
+
 def entry_from_wire(ks: Keyspace, item: list) -> None:
     key, type_, v, exp, pos = item[:5]
-    if type_ == T_HASH:
-        v = dict(zip(v[::2], v[1::2], strict=True))
-    elif type_ == T_SET:
-        v = set(v)
-    elif type_ != T_STRING:
-        raise ValueError(f"unknown type {type_!r} for key {key!r}")
+    try:
+        v = value_from_wire(type_, v)
+    except ValueError:
+        raise ValueError(f"unknown type {type_!r} for key {key!r}") from None
     ks.load_entry(key, type_, v, exp, pos)
     if len(item) > 5:
         ks.data[key].meta = item[5]

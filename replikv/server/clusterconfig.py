@@ -16,6 +16,16 @@ same file runs nodes on one machine or on several hosts::
     peer_port = 7200             # peer protocol
     http_port = 7300             # status, metrics
 
+    log_format = "physical"      # physical | row | statement (see replikv/logformats/)
+    statement_unsafe = false     # statement: log commands as issued (nondeterministic ones diverge)
+
+    [[triggers]]                 # run on the leader for each committed change of matching keys
+    pattern = "user:*"
+    hook = "mymodule:transform"  # optional; module:function or /path/file.py:function
+    sink = "sqlite"              # sqlite (path = ...) | postgres (dsn = ...)
+    path = "/var/lib/users.db"
+    table = "users"
+
 A node picks its own entry by ``--node-id``. Errors name the bad field.
 """
 
@@ -28,6 +38,69 @@ from ..core.replication import AckPolicy, PolicyError
 from .config import ConfigError
 
 MODES = ("leader",)
+LOG_FORMATS = ("physical", "row", "statement")
+SINKS = ("sqlite", "postgres")
+DEFAULT_HOOK = "replikv.logformats.triggers:identity"
+
+
+@dataclass
+class TriggerSpec:
+    """One ``[[triggers]]`` entry: a user hook for committed changes of keys matching
+    ``pattern``, writing into a sink."""
+    pattern: str
+    sink: str
+    name: str = ""
+    hook: str = DEFAULT_HOOK
+    path: str = ""               # sqlite: the database file
+    dsn: str = ""                # postgres: a libpq connection string
+    table: str = "replikv_kv"
+    batch: int = 256             # records per sink transaction at most
+
+    def to_toml(self) -> list[str]:
+        lines = ["[[triggers]]"]
+        for k in ("name", "pattern", "hook", "sink", "path", "dsn", "table"):
+            if getattr(self, k):
+                lines.append(f"{k} = {_toml_str(getattr(self, k))}")
+        lines += [f"batch = {self.batch}", ""]
+        return lines
+
+
+def _toml_str(v: str) -> str:
+    import json
+
+    return json.dumps(v)   # a JSON string is a valid TOML basic string
+
+
+def parse_trigger(i: int, raw) -> TriggerSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"triggers[{i}]: must be a table")
+    known = {"name", "pattern", "hook", "sink", "path", "dsn", "table", "batch"}
+    for k in raw:
+        if k not in known:
+            raise ConfigError(f"triggers[{i}].{k}: unknown setting (known: {', '.join(sorted(known))})")
+    for k in known - {"batch"}:
+        if k in raw and not isinstance(raw[k], str):
+            raise ConfigError(f"triggers[{i}].{k}: must be a string, got {raw[k]!r}")
+    if not raw.get("pattern"):
+        raise ConfigError(f"triggers[{i}].pattern: required (a glob such as \"user:*\")")
+    sink = raw.get("sink", "")
+    if sink not in SINKS:
+        raise ConfigError(f"triggers[{i}].sink: must be one of {', '.join(SINKS)}, got {sink!r}")
+    if sink == "sqlite" and not raw.get("path"):
+        raise ConfigError(f"triggers[{i}].path: the sqlite sink needs a database file path")
+    if sink == "postgres" and not raw.get("dsn"):
+        raise ConfigError(f"triggers[{i}].dsn: the postgres sink needs a connection string")
+    hook = raw.get("hook") or DEFAULT_HOOK
+    if ":" not in hook:
+        raise ConfigError(f"triggers[{i}].hook: expected module:function, got {hook!r}")
+    table = raw.get("table") or "replikv_kv"
+    if not table.replace("_", "").isalnum():
+        raise ConfigError(f"triggers[{i}].table: letters, digits and _ only, got {table!r}")
+    batch = raw.get("batch", 256)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise ConfigError(f"triggers[{i}].batch: must be a positive integer, got {batch!r}")
+    return TriggerSpec(pattern=raw["pattern"], sink=sink, name=raw.get("name") or f"{raw['pattern']}->{table}",
+                       hook=hook, path=raw.get("path", ""), dsn=raw.get("dsn", ""), table=table, batch=batch)
 
 
 @dataclass
@@ -57,6 +130,9 @@ class ClusterConfig:
     partition: int = 1                          # this file's partition (1-based)
     partitions: int = 1                         # how many partitions the keyspace is split into
     partition_map: dict = field(default_factory=dict)  # partition -> [(host, port), ...] of its nodes
+    log_format: str = "physical"                # what the leader ships: physical | row | statement
+    statement_unsafe: bool = False              # statement format: commands as issued, not made deterministic
+    triggers: list = field(default_factory=list)  # [TriggerSpec]
 
     def node(self, node_id: int) -> PeerSpec:
         for n in self.nodes:
@@ -79,7 +155,9 @@ class ClusterConfig:
             AckPolicy.parse(self.ack)
         except PolicyError as e:
             raise ConfigError(f"ack: {e}") from None
-        for name in ("auto_failover", "allow_stale_reads"):
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format: must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
+        for name in ("auto_failover", "allow_stale_reads", "statement_unsafe"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}: must be true or false, got {getattr(self, name)!r}")
         if self.election_timeout_ms < 4 * self.heartbeat_ms:
@@ -116,6 +194,10 @@ def cluster_from_dict(raw: dict, where: str = "cluster file") -> ClusterConfig:
     c = ClusterConfig()
     raw = dict(raw)
     nodes = raw.pop("nodes", [])
+    triggers = raw.pop("triggers", None) or []
+    if not isinstance(triggers, list):
+        raise ConfigError("triggers: must be an array of tables ([[triggers]])")
+    c.triggers = [t if isinstance(t, TriggerSpec) else parse_trigger(i, t) for i, t in enumerate(triggers)]
     for i, pn in enumerate(raw.pop("partition_nodes", None) or []):
         try:
             c.partition_map.setdefault(int(pn["partition"]), []).append((str(pn.get("host", "127.0.0.1")),
@@ -135,7 +217,7 @@ def cluster_from_dict(raw: dict, where: str = "cluster file") -> ClusterConfig:
             name = "leader_id"
         if name not in ("mode", "ack", "ack_timeout_ms", "heartbeat_ms", "leader_id", "resync_fresh_records",
                         "relay_segment_bytes", "election_timeout_ms", "auto_failover", "max_lag_on_failover",
-                        "allow_stale_reads", "partition", "partitions"):
+                        "allow_stale_reads", "partition", "partitions", "log_format", "statement_unsafe"):
             raise ConfigError(f"{k}: unknown setting in {where}")
         setattr(c, name, v)
     for i, n in enumerate(nodes):
@@ -155,7 +237,8 @@ def cluster_to_toml(c: ClusterConfig) -> str:
              f"resync_fresh_records = {c.resync_fresh_records}", f"election_timeout_ms = {c.election_timeout_ms}",
              f"auto_failover = {'true' if c.auto_failover else 'false'}",
              f"max_lag_on_failover = {c.max_lag_on_failover}",
-             f"allow_stale_reads = {'true' if c.allow_stale_reads else 'false'}", ""]
+             f"allow_stale_reads = {'true' if c.allow_stale_reads else 'false'}",
+             f'log_format = "{c.log_format}"', f"statement_unsafe = {'true' if c.statement_unsafe else 'false'}", ""]
     if c.partitions > 1:
         lines += [f"partition = {c.partition}", f"partitions = {c.partitions}", ""]
         for p, addrs in sorted(c.partition_map.items()):
@@ -166,6 +249,8 @@ def cluster_to_toml(c: ClusterConfig) -> str:
         for (src, dst), (host, port) in sorted(c.links.items()):
             lines.append(f'"{src}->{dst}" = "{host}:{port}"')
         lines.append("")
+    for t in c.triggers:
+        lines += t.to_toml()
     for n in c.nodes:
         lines += ["[[nodes]]", f"id = {n.node_id}", f'host = "{n.host}"', f"port = {n.port}",
                   f"peer_port = {n.peer_port}", f"http_port = {n.http_port}", ""]

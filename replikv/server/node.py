@@ -99,6 +99,7 @@ class Node:
         self.loading = False             # the data is being replaced (rollback, full resync)
         self.pos_waiters: list = []      # WAITPOS in progress: [seq, deadline, conn, slot]
         self.user_positions: dict = {}   # user id -> newest write position (SESSION USER)
+        self.logfmt = None               # replikv/logformats: row / statement events, triggers (None: physical)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -110,6 +111,9 @@ class Node:
 
             self.cluster = load_cluster(self.config.cluster)
             self.cluster.node(self.config.node_id)
+            from ..logformats import attach
+
+            self.logfmt = attach(self)
         self.storage.wipe_if_interrupted_resync()
         self.storage.recover()
         self.visible_seq = self.storage.last_seq
@@ -128,6 +132,10 @@ class Node:
 
             self.repl = Replication(self, self.cluster)
             await self.repl.start()
+            if self.logfmt is not None:
+                from ..logformats import start_tasks
+
+                start_tasks(self)
         self._tasks.append(asyncio.create_task(self._cron(), name="cron"))
         if cfg.fsync == "everysec":
             self._tasks.append(asyncio.create_task(self._everysec(), name="everysec"))
@@ -486,6 +494,8 @@ class Node:
         ks = st.ks
         now = self.clock.now_ms()
         ctx = C.Ctx(ks, now, st.last_seq + 1, self.rng, self.accepts_writes, self.config.max_bulk_len)
+        if self.logfmt is not None:
+            batch = self.logfmt.begin(batch)
         replies = []
         wrote = False
         for cmd, args in batch:
@@ -509,7 +519,7 @@ class Node:
                             ctx.emit((E_META, k, meta))
             conn.causal_deps = None
         if ctx.effects:
-            seq = st.append(ctx.effects, now)
+            seq = st.append(ctx.effects, now) if self.logfmt is None else self.logfmt.append(ctx.effects, now)
             if wrote:
                 needed = seq
                 conn.last_write_seq = seq
@@ -610,7 +620,10 @@ class Node:
             ctx = C.Ctx(st.ks, now, st.last_seq + 1, self.rng, True)
             for k in keys:
                 ctx.emit((E_DEL, k))
-            st.append(ctx.effects, now)
+            if self.logfmt is None:
+                st.append(ctx.effects, now)
+            else:
+                self.logfmt.append(ctx.effects, now, expiry=True)
             self.stats_expired += len(keys)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
@@ -716,7 +729,9 @@ class Node:
 
     def http_routes(self) -> list:
         """(method, path, handler) routes added by the replication layer."""
-        return []
+        from ..logformats.cdc import http_routes
+
+        return http_routes(self)     # GET /cdc?from=SEQ: change data capture
 
     def config_changed(self, old: dict) -> None:
         if "log_level" in old:

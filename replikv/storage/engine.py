@@ -51,7 +51,8 @@ import msgpack
 
 from ..core.keyspace import Keyspace
 from . import snapshot as snap
-from .log import FORMAT_VERSION, CorruptLogError, RecordLog
+from .log import STORAGE_FORMAT_VERSION as FORMAT_VERSION
+from .log import CorruptLogError, RecordLog
 
 _FRAME = struct.Struct("<II")
 _packb = msgpack.Packer(use_bin_type=True).pack
@@ -242,14 +243,19 @@ class Storage:
                     pass
 
     # ------------------------------------------------------------------ append (event loop)
-    def append(self, effects: list, ts_ms: int, seq: int | None = None, epoch: int | None = None) -> int:
+    def append(self, effects: list, ts_ms: int, seq: int | None = None, epoch: int | None = None,
+               extra: list | None = None) -> int:
         """Frame and buffer one record; returns its seq. ``seq`` is given by a follower
-        (the leader's position); otherwise the next one is assigned."""
+        (the leader's position); otherwise the next one is assigned. ``extra``: the optional
+        trailing elements ``[repl]`` or ``[repl, images]`` (see replikv/logformats/)."""
         if seq is None:
             seq = self.last_seq + 1
         elif seq != self.last_seq + 1:
             raise ValueError(f"record seq {seq} does not follow {self.last_seq}")
-        payload = _packb([seq, self.epoch if epoch is None else epoch, ts_ms, effects])
+        if extra is None:
+            payload = _packb([seq, self.epoch if epoch is None else epoch, ts_ms, effects])
+        else:
+            payload = _packb([seq, self.epoch if epoch is None else epoch, ts_ms, effects, *extra])
         buf = self._buf
         if not buf:
             self._buf_first = seq
