@@ -37,29 +37,19 @@ class AsyncClient:
 
     async def refresh(self) -> None:
         t = self.topology
-        for addr in list(dict.fromkeys([a for v in t.partitions.values() for a in v] + t.seeds)):
+        for addr in t.candidates():
             try:
-                pm = await self.conn(addr).execute_command("PARTITIONS")
+                t.learn_partitions(await self.conn(addr).execute_command("PARTITIONS"))
+                break
             except (redis.RedisError, OSError):
                 continue
-            t.partitions = {int(p[0]): [_addr(a.decode()) for a in p[3]] for p in pm}
-            t.count = len(t.partitions)
-            if t.count == 1:
-                # an unpartitioned node names only itself: its followers are the other seeds
-                t.partitions[1] = list(dict.fromkeys(t.partitions[1] + t.seeds))
-            break
         for p, addrs in t.partitions.items():
             for addr in addrs:
                 try:
-                    role = await self.conn(addr).execute_command("ROLE")
+                    if t.learn_role(p, addr, await self.conn(addr).execute_command("ROLE")):
+                        break
                 except (redis.RedisError, OSError):
                     continue
-                if role[0] == b"master":
-                    t.leaders[p] = addr
-                    break
-                if role[0] == b"slave" and role[3] in (b"connected", b"sync"):
-                    t.leaders[p] = (role[1].decode(), int(role[2]))
-                    break
 
     async def leader(self, p: int):
         if p not in self.topology.leaders:

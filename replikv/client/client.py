@@ -74,6 +74,28 @@ class Topology:
         self.leaders: dict[int, tuple[str, int]] = {}
         self.count = 1
 
+    def candidates(self) -> list[tuple[str, int]]:
+        """Every address worth asking about the topology, known ones first."""
+        return list(dict.fromkeys([a for addrs in self.partitions.values() for a in addrs] + self.seeds))
+
+    def learn_partitions(self, pm: list) -> None:
+        """From a PARTITIONS reply: [partition, first slot, last slot, [host:port, ...]]."""
+        self.partitions = {int(p[0]): [_addr(a.decode()) for a in p[3]] for p in pm}
+        self.count = len(self.partitions)
+        if self.count == 1:
+            # an older node names only itself: its followers are then the other seeds
+            self.partitions[1] = list(dict.fromkeys(self.partitions[1] + self.seeds))
+
+    def learn_role(self, partition: int, addr: tuple[str, int], role: list) -> bool:
+        """From a ROLE reply of ``addr``: True once the partition's leader is known."""
+        if role[0] == b"master":
+            self.leaders[partition] = addr
+            return True
+        if role[0] == b"slave" and role[3] in (b"connected", b"sync"):
+            self.leaders[partition] = (role[1].decode(), int(role[2]))
+            return True
+        return False
+
     def partition_of(self, key: bytes | None) -> int:
         if key is None or self.count == 1:
             return 1
@@ -110,30 +132,19 @@ class Client:
     def refresh(self) -> None:
         """Ask the nodes for the partition map and each partition's leader."""
         t = self.topology
-        known = list(dict.fromkeys([a for addrs in t.partitions.values() for a in addrs] + t.seeds))
-        for addr in known:
+        for addr in t.candidates():
             try:
-                pm = self.conn(addr).execute_command("PARTITIONS")
+                t.learn_partitions(self.conn(addr).execute_command("PARTITIONS"))
+                break
             except (redis.RedisError, OSError):
                 continue
-            t.partitions = {int(p[0]): [_addr(a.decode()) for a in p[3]] for p in pm}
-            t.count = len(t.partitions)
-            if t.count == 1:
-                # an unpartitioned node names only itself: its followers are the other seeds
-                t.partitions[1] = list(dict.fromkeys(t.partitions[1] + t.seeds))
-            break
         for p, addrs in t.partitions.items():
             for addr in addrs:
                 try:
-                    role = self.conn(addr).execute_command("ROLE")
+                    if t.learn_role(p, addr, self.conn(addr).execute_command("ROLE")):
+                        break
                 except (redis.RedisError, OSError):
                     continue
-                if role[0] == b"master":
-                    t.leaders[p] = addr
-                    break
-                if role[0] == b"slave" and role[3] in (b"connected", b"sync"):
-                    t.leaders[p] = (role[1].decode(), int(role[2]))
-                    break
 
     def leader(self, partition: int) -> tuple[str, int]:
         addr = self.topology.leaders.get(partition)
