@@ -112,6 +112,23 @@ def check(variants: list[str], fsync: str) -> bool:
     return ok
 
 
+def _fsync_stats(port: int) -> tuple[float, float]:
+    """(fsync count, fsync seconds) so far, from the node's /metrics."""
+    import urllib.request
+
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port + 20000}/metrics", timeout=5).read().decode()
+    except OSError:
+        return float("nan"), float("nan")
+    count = total = float("nan")
+    for line in text.splitlines():
+        if line.startswith("replikv_fsync_seconds_count"):
+            count = float(line.split()[-1])
+        elif line.startswith("replikv_fsync_seconds_sum"):
+            total = float(line.split()[-1])
+    return count, total
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -138,6 +155,7 @@ def main() -> int:
     res: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
     cpu: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
     ratios: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
+    fs: dict[str, list[tuple[float, float]]] = {}  # fsync always: (writes per fsync, ms per fsync)
     try:
         for r in range(args.rounds):
             order = variants[r % len(variants):] + variants[:r % len(variants)]
@@ -148,8 +166,14 @@ def main() -> int:
                 try:
                     for t, pl in plan:  # -t set then -t get = -t set,get, with CPU charged per test
                         c0 = _procs.cpu_seconds(proc.pid)
+                        f0 = _fsync_stats(port) if args.fsync == "always" else None
                         got = redis_benchmark(port, t, args.requests, pl)
                         us = (_procs.cpu_seconds(proc.pid) - c0) / args.requests * 1e6
+                        if f0 is not None:
+                            f1 = _fsync_stats(port)
+                            nf = f1[0] - f0[0]
+                            if nf > 0:
+                                fs.setdefault(v, []).append((args.requests / nf, (f1[1] - f0[1]) / nf * 1e3))
                         for test, rps in got.items():
                             key = f"{test} P{pl}"
                             this.setdefault(v, {})[key] = rps
@@ -186,6 +210,12 @@ def main() -> int:
     for v in variants:
         print(f"{v:<40} " + " ".join(f"{100 * (statistics.median(cpu[v][k]) / cbase[k] - 1):>+8.0f}%"
                                      if cpu[v].get(k) and k in cbase else f"{'-':>9}" for k in keys))
+    if fs:
+        print("\nfsync always: median writes per fsync (group commit batch) and ms per fsync")
+        for v in variants:
+            if fs.get(v):
+                print(f"{v:<40} {statistics.median(b for b, _ in fs[v]):>7.1f} writes/fsync "
+                      f"{statistics.median(m for _, m in fs[v]):>7.2f} ms/fsync")
     print(f"\nload average after: {_procs.loadavg()}")
     return 0
 

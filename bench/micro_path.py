@@ -80,7 +80,13 @@ def _cmd(*parts: bytes) -> bytes:
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
 
 
-def child(patch_names: str, n: int, fsync: str) -> dict:
+def _preload(conns, loop, reqs) -> None:
+    for i in range(0, len(reqs), 16):
+        conns[(i // 16) % 50].data_received(b"".join(reqs[i:i + 16]))
+        loop.run_ready()
+
+
+def child(patch_names: str, n: int, fsync: str, only: str = "") -> dict:
     sys.path.insert(0, HERE)
     import patches
 
@@ -108,6 +114,10 @@ def child(patch_names: str, n: int, fsync: str) -> dict:
             conns.append(c)
         for name, reqs in (("SET", sets), ("GET", gets)):
             for pipeline in (1, 16):
+                if only and f"{name} P{pipeline}" not in only.split(","):
+                    if name == "SET" and pipeline == 16 and "GET" in only:
+                        _preload(conns, loop, reqs)  # GET needs the keys (a distinct frame for profiles)
+                    continue
                 batches = [b"".join(reqs[i:i + pipeline]) for i in range(0, len(reqs), pipeline)]
                 t0 = time.process_time()
                 for i, data in enumerate(batches):
@@ -132,11 +142,12 @@ def main() -> int:
     ap.add_argument("--commands", type=int, default=200000)
     ap.add_argument("--fsync", default="everysec")
     ap.add_argument("--rev", help="measure `git archive REV` of replikv instead of the installed package")
+    ap.add_argument("--only", default="", help='child only: e.g. "SET P1" (for profiling one test)')
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
         print(json.dumps(child("" if args.child == "base" else args.child.replace("+", ","),
-                               args.commands, args.fsync)))
+                               args.commands, args.fsync, args.only)))
         return 0
     sys.path.insert(0, HERE)
     import _procs
