@@ -318,6 +318,9 @@ class FailoverMixin:
             self.switching = False
             self.follower_core.state = "connecting"
             self.follower_core.leader_last = node.storage.last_seq
+            # its relay log stopped when it became leader; its own log went on: the relay
+            # restarts after the own log before the I/O task says hello (see _follow)
+            self._relay_stale = True
             self._io_resume.set()
         elif self._peer is not None and self._peer_leader != self.leader_id:
             self._peer.close()   # reconnect to the new leader
@@ -408,6 +411,9 @@ class FailoverMixin:
         self.queue_overflow = False
         self.relay_written = self.relay_synced = seq
         self.received_epoch = self._epoch_at(seq)
+        fc = self.follower_core
+        fc.received = fc.flushed = fc.applied = seq
+        self._relay_stale = False
 
     # ------------------------------------------------------------------ manual switchover
     async def switchover(self, to: int | None, timeout_ms: int = 10_000) -> str:

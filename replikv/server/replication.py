@@ -621,6 +621,10 @@ class Replication(FailoverMixin):
         st = node.storage
         fc = self.follower_core
         e = self.election
+        if getattr(self, "_relay_stale", False) or self.relay_written < st.last_seq:
+            # a former leader: its relay log ends where it stopped following, its own log later
+            async with self._data_lock:
+                await self._reset_relay(st.last_seq)
         conn.send({"t": "hello", "node_id": node.config.node_id, "history_id": st.history_id,
                    "received": self.relay_written, "received_epoch": self.received_epoch, "applied": st.last_seq,
                    "epoch": e.epoch, "history": self._history(), "snapshot_seq": st.snapshot_seq,
