@@ -23,6 +23,7 @@ Tricky cases:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -359,7 +360,13 @@ class Replication(FailoverMixin):
             parts = []
             size = 0
             last = seq - 1
-            for first, lst, data in tail:
+            # a streaming follower needs the newest batches: find the first one from the right
+            # (indexing a deque near its end is cheap), so a send costs what it ships, not
+            # the length of the tail
+            start = len(tail)
+            while start > 0 and tail[start - 1][1] >= seq:
+                start -= 1
+            for first, lst, data in itertools.islice(tail, start, None):
                 if lst < seq or first > limit:
                     continue
                 if first < seq or lst > limit:
@@ -596,6 +603,9 @@ class Replication(FailoverMixin):
                     self.refusal = str(e)
                 hint, ep = e.hint
                 if hint is not None and hint != target and ep >= self.election.epoch and hint != self.node.config.node_id:
+                    if ep > self.election.epoch and self.role != "leader":
+                        # a newer epoch than ours exists: adopt it (persisted) with its leader
+                        self._handle(self.election.step_down(ep, hint, self.node.clock.now_ms()))
                     self.election.leader_id = hint
                     self.leader_id = hint
                     backoff = 0.02
