@@ -117,6 +117,7 @@ class ClientConnection(asyncio.Protocol):
                     for i in range(nw, len(waiting)):
                         size += len(waiting[i][2] or b"")
                     if size >= OUT_HIGH:
+                        self.node.flush_log()  # the log is written before any reply leaves
                         self.flush()  # may call pause_writing
                         counted = size = 0
                         if waiting:

@@ -203,6 +203,15 @@ class Node:
     def _flush(self) -> None:
         """End of a loop iteration: write the log, then the replies (Redis's beforeSleep)."""
         self._flush_scheduled = False
+        self.flush_log()
+        dirty = self._dirty
+        if dirty:
+            self._dirty = []
+            for c in dirty:
+                c.flush()
+
+    def flush_log(self) -> None:
+        """Hand the buffered records to the log: before any reply leaves (see direct replies)."""
         st = self.storage
         if st._buf:
             if self.config.fsync == "always" or self._writer_busy:
@@ -218,11 +227,6 @@ class Node:
                     self.repl.on_appended(pending[1], pending[2], self.clock.now_ms())
                     self.repl.on_written(*pending)
                 self._advance_visible()
-        dirty = self._dirty
-        if dirty:
-            self._dirty = []
-            for c in dirty:
-                c.flush()
 
     # ------------------------------------------------------------------ log writer
     def _kick_writer(self) -> None:
@@ -435,6 +439,15 @@ class Node:
                 return
         self._run(conn, [(cmd, args)], single=True)
 
+    def _direct_replies(self, conn: ClientConnection) -> bool:
+        """May replies skip the durability queue? Yes when visibility is just "written to the
+        OS" (fsync everysec/no, and no replication policy to wait for) and the connection
+        asks nothing stronger. The log is always written before replies are sent."""
+        if self.config.fsync == "always" or conn.ack_policy is not None:
+            return False
+        r = self.repl
+        return r is None or (self.role == "leader" and r.policy.kind == "async" and not r.switching)
+
     def _repl_gate(self, cmd) -> str | None:
         if self.loading:
             return "LOADING replikv is replacing its data (rollback or full resync); retry in a moment"
@@ -531,6 +544,11 @@ class Node:
                 self._loop.call_soon(self._flush)
         elif wrote and conn.causal_deps:
             conn.causal_deps = None
+        if self._direct_replies(conn):
+            # fsync everysec/no and nothing to wait for but the log write itself: every reply
+            # leaves after _flush (or flush_log) has written the log, so it goes straight out
+            conn.reply_now(encode(replies[0] if single else replies, conn.proto))
+            return
         if self.visible_seq < st.last_seq:
             # something is not yet durable: a reply that reveals it must wait for it
             for cmd, args in batch:
