@@ -60,6 +60,7 @@ key (see above). Deletes and expiry are not modelled.
 
 from __future__ import annotations
 
+import abc
 import bisect
 import gc
 import math
@@ -114,7 +115,7 @@ REJECT: Any = _Reject()
 
 
 # --------------------------------------------------------------------------- models
-class Model:
+class Model(abc.ABC):
     """A sequential specification. States must be hashable and compared by equality.
 
     ``compile(op)`` returns a function ``state -> new state | REJECT`` for one op. For an op
@@ -124,8 +125,9 @@ class Model:
     name = "model"
     fs: frozenset = frozenset()
 
+    @abc.abstractmethod
     def init(self) -> Any:
-        raise NotImplementedError
+        """The state before any operation."""
 
     def keeps(self, op: Op) -> bool:
         """Whether ``op`` (ok or info; fail ops are already gone) takes part in the search."""
@@ -134,8 +136,9 @@ class Model:
     def is_read(self, op: Op) -> bool:
         return op.f in READ_FS
 
+    @abc.abstractmethod
     def compile(self, op: Op) -> Callable[[Any], Any]:
-        raise NotImplementedError
+        """The step function of ``op``: ``state -> new state | REJECT``."""
 
     def describe(self, state: Any) -> str:
         return _short(state)
