@@ -14,27 +14,56 @@ from redis.retry import Retry
 
 from replikv.cluster.local import LocalCluster
 
-# below Linux's ephemeral port range (32768-60999), where outgoing connections would collide
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Node ports stay below the kernel's ephemeral range: a port in that range can be taken by any
+# process's outgoing connection while a node is down, and the node could not restart on it.
+_EPHEMERAL_LOW = _ephemeral_low()
 _port_counter = [20000 + (os.getpid() % 100) * 110]
+# a cluster uses base+i (RESP), +100+i (peer), +200+i (HTTP), +399 (fault agent), +400.. (link proxies)
+_OFFSETS = (0, 100, 200)
 
 
 def free_base_port(span: int = 3) -> int:
-    """A base port whose RESP, peer (+100) and HTTP (+200) ranges are all free."""
-    while True:
+    """A base port whose RESP, peer, HTTP, fault-agent and link-proxy ports are all free."""
+    top = min(_EPHEMERAL_LOW, 65536) - 500 - span
+    for _ in range(5000):
         base = _port_counter[0]
-        _port_counter[0] += 10
-        if _port_counter[0] > 31400:
-            _port_counter[0] = 20000
-        ok = True
-        for off in (0, 100, 200):
-            for i in range(span):
-                with socket.socket() as s:
-                    try:
-                        s.bind(("127.0.0.1", base + off + i))
-                    except OSError:
-                        ok = False
-        if ok:
+        _port_counter[0] = base + 10 if base + 10 < top else 20000
+        ports = [base + off + i for off in _OFFSETS for i in range(span)] + [base + 399]
+        ports += [base + 400 + 10 * a + b for a in range(span) for b in range(span) if a != b]
+        if all(_bindable(p) for p in ports):
             return base
+    raise RuntimeError("no free ports below the ephemeral range")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def kill_all(cl: LocalCluster) -> None:
+    """End of a test: SIGKILL every node of ``cl`` and stop its fault agent."""
+    for n in cl.nodes:
+        try:
+            cl.kill(n.node_id)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+    try:
+        cl.stop_agent()
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def client(port: int, protocol: int = 3, **kw) -> redis.Redis:
@@ -70,11 +99,7 @@ def cluster_factory(tmp_path):
 
     yield make
     for cl in made:
-        for n in cl.nodes:
-            try:
-                cl.kill(n.node_id)
-            except Exception:  # noqa: BLE001
-                pass
+        kill_all(cl)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import redis
 
 from replikv.cluster.local import LocalCluster
 from replikv.server.clusterconfig import cluster_from_dict, cluster_to_toml
-from tests.conftest import client, free_base_port, wait_for
+from tests.conftest import client, free_base_port, kill_all, wait_for
 
 LEADER_HINT = re.compile(r"The leader is node (\d+)")
 
@@ -77,11 +77,7 @@ def failover_cluster(tmp_path):
 
     yield make
     for cl in made:
-        for n in cl.nodes:
-            try:
-                cl.kill(n.node_id)
-            except Exception:  # noqa: BLE001
-                pass
+        kill_all(cl)
     for net in nets:
         net.close()
 

@@ -13,15 +13,7 @@ import tempfile
 import pytest
 
 from replikv.cluster.local import ClusterError, LocalCluster
-from tests.conftest import client, free_base_port, wait_for
-
-
-def kill_all(cl: LocalCluster) -> None:
-    for n in cl.nodes:
-        try:
-            cl.kill(n.node_id)
-        except Exception:  # noqa: BLE001
-            pass
+from tests.conftest import client, free_base_port, kill_all, wait_for
 
 
 def repl_status(cl: LocalCluster, node_id: int) -> dict:

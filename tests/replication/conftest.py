@@ -2,49 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import threading
 
 import pytest
 
 from replikv.cluster.local import ClusterError, LocalCluster
-from tests.conftest import client, wait_for
-
-
-def _ephemeral_low() -> int:
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
-            return int(fh.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-_EPHEMERAL_LOW = _ephemeral_low()
-_next_base = [20000 + (os.getpid() % 100) * 100]
-
-
-def free_base_port(span: int) -> int:
-    """A base port whose RESP, peer (+100) and HTTP (+200) ranges are free, all below the
-    kernel's ephemeral port range: a port in that range can be taken by any process's outgoing
-    connection while a node is down, and the node then cannot restart on it (tests here
-    restart nodes many times; tests/conftest.free_base_port may choose ports in that range)."""
-    top = min(_EPHEMERAL_LOW, 65536) - 200 - span
-    for _ in range(5000):
-        base = _next_base[0]
-        _next_base[0] = base + 10 if base + 10 < top else 20000
-        ok = True
-        for off in (0, 100, 200):
-            for i in range(span):
-                with socket.socket() as s:
-                    try:
-                        s.bind(("127.0.0.1", base + off + i))
-                    except OSError:
-                        ok = False
-        if ok:
-            return base
-    raise RuntimeError("no free ports below the ephemeral range")
+from tests.conftest import client, free_base_port, kill_all, wait_for
 
 
 @pytest.fixture
@@ -87,14 +51,6 @@ def leader_cluster(tmp_path):
     yield make
     for cl in made:
         kill_all(cl)
-
-
-def kill_all(cl: LocalCluster) -> None:
-    for n in cl.nodes:
-        try:
-            cl.kill(n.node_id)
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def repl_status(cl: LocalCluster, node_id: int) -> dict:

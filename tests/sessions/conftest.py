@@ -15,7 +15,7 @@ import pytest
 
 from replikv.client import Client
 from replikv.cluster.local import ClusterError, LocalCluster
-from tests.conftest import client, free_base_port, wait_for
+from tests.conftest import client, free_base_port, kill_all, wait_for
 
 
 def repl_status(cl: LocalCluster, node_id: int) -> dict:
@@ -33,18 +33,6 @@ def all_streaming(cl: LocalCluster) -> bool:
         if not got >= want:
             return False
     return True
-
-
-def kill_all(cl: LocalCluster) -> None:
-    for n in cl.nodes:
-        try:
-            cl.kill(n.node_id)
-        except Exception:  # noqa: BLE001 - already gone
-            pass
-    try:
-        cl.stop_agent()
-    except Exception:  # noqa: BLE001
-        pass
 
 
 class ClusterFactory:
