@@ -443,7 +443,9 @@ class Node:
         """May replies skip the durability queue? Yes when visibility is just "written to the
         OS" (fsync everysec/no, and no replication policy to wait for) and the connection
         asks nothing stronger. The log is always written before replies are sent."""
-        if self.config.fsync == "always" or conn.ack_policy is not None:
+        if self.config.fsync == "always" or conn.ack_policy is not None or self._writer_busy:
+            # (a batch still on the IO thread, e.g. just after CONFIG SET fsync everysec, means
+            # the log write is asynchronous for now: replies must wait for it)
             return False
         r = self.repl
         return r is None or (self.role == "leader" and r.policy.kind == "async" and not r.switching)
