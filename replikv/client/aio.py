@@ -10,7 +10,20 @@ import redis.asyncio as aredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .client import NoLeader, OutcomeUnknown, Topology, _addr, _key_of, classify, leader_hint
+from .client import (
+    NoLeader,
+    OutcomeUnknown,
+    Topology,
+    _addr,
+    _key_of,
+    classify,
+    follower_order,
+    leader_hint,
+    observe_read,
+    read_commands,
+    write_commands,
+    write_outcome,
+)
 from .session import Session
 
 
@@ -64,32 +77,21 @@ class AsyncClient:
         for _ in range(self.max_redirects):
             addr = await self.leader(p)
             pipe = self.conn(addr).pipeline(transaction=False)
-            deps = self.session.write_deps(p)
-            if deps:
-                pipe.execute_command("CAUSAL", *[f"{q}:{s}" for q, s in deps])
-            pipe.execute_command(*args)
-            pipe.execute_command("LASTPOS")
+            for cmd in write_commands(self.session, p, args):
+                pipe.execute_command(*cmd)
             try:
                 res = await pipe.execute(raise_on_error=False)
             except (redis.ConnectionError, redis.TimeoutError) as e:
                 raise OutcomeUnknown(f"{args[0]!r} to {addr}: {e}") from e
-            out, pos = res[-2], res[-1]
-            if isinstance(out, Exception):
-                kind = classify(out)
-                if kind == "unknown":
-                    raise OutcomeUnknown(str(out)) from out
-                if kind == "retry":
-                    hint = leader_hint(out)
-                    if hint is not None:
-                        self.topology.leaders[p] = hint
-                    else:
-                        self.topology.leaders.pop(p, None)
-                        await asyncio.sleep(0.05)
-                    continue
-                raise out
-            if isinstance(pos, bytes):
-                self.session.after_write(p, int(pos.decode().rsplit(":", 1)[-1]))
-            return out
+            done, out = write_outcome(self.session, p, res)
+            if done:
+                return out
+            hint = leader_hint(out)
+            if hint is not None:
+                self.topology.leaders[p] = hint
+            else:
+                self.topology.leaders.pop(p, None)
+                await asyncio.sleep(0.05)
         raise NoLeader(f"partition {p}: still redirected after {self.max_redirects} tries")
 
     async def read(self, *args):
@@ -101,11 +103,10 @@ class AsyncClient:
             fl = [a for a in self.topology.partitions.get(p, []) if a != lead]
             if fl:
                 self._rr += 1
-                start = (plan.sticky if plan.sticky is not None else self._rr) % len(fl)
-                for addr in fl[start:] + fl[:start]:
+                for addr in follower_order(fl, plan.sticky, self._rr):
                     res = await self._try(addr, plan.need_seq, args, key)
                     if res is not None:
-                        self._observe(p, res, key)
+                        observe_read(self.session, p, res, key)
                         return res[0]
         for _ in range(self.max_redirects):
             addr = await self.leader(p)
@@ -115,7 +116,7 @@ class AsyncClient:
                     raise res[0]      # an ordinary error (WRONGTYPE ...): the caller's to see
                 res = None
             if res is not None:
-                self._observe(p, res, key)
+                observe_read(self.session, p, res, key)
                 return res[0]
             self.topology.leaders.pop(p, None)
             await asyncio.sleep(0.05)
@@ -123,12 +124,8 @@ class AsyncClient:
 
     async def _try(self, addr, need, args, key, raw: bool = False):
         pipe = self.conn(addr).pipeline(transaction=False)
-        if need:
-            pipe.execute_command("WAITPOS", need, self.wait_timeout_ms)
-        pipe.execute_command(*args)
-        if key is not None:
-            pipe.execute_command("DEPS", key)
-        pipe.execute_command("POS")
+        for cmd in read_commands(need, self.wait_timeout_ms, args, key):
+            pipe.execute_command(*cmd)
         try:
             res = await pipe.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError):
@@ -139,13 +136,6 @@ class AsyncClient:
         if any(isinstance(r, Exception) for r in res):
             return None
         return res
-
-    def _observe(self, p, res, key) -> None:
-        deps = []
-        if key is not None and isinstance(res[1], list):
-            deps = [tuple(int(x) for x in d.decode().split(":")) for d in res[1]]
-        if isinstance(res[-1], bytes):
-            self.session.after_read(p, int(res[-1].decode().rsplit(":", 1)[-1]), deps)
 
     async def get(self, key):
         return await self.read("GET", key)

@@ -65,6 +65,64 @@ def leader_hint(err: Exception) -> tuple[str, int] | None:
     return None
 
 
+def _seq(pos: bytes) -> int:
+    return int(pos.decode().rsplit(":", 1)[-1])
+
+
+def write_commands(session: Session, partition: int, args) -> list[tuple]:
+    """The pipeline of a write: its causal dependencies, the command, and LASTPOS."""
+    cmds = []
+    deps = session.write_deps(partition)
+    if deps:
+        cmds.append(("CAUSAL", *[f"{q}:{s}" for q, s in deps]))
+    cmds.append(tuple(args))
+    cmds.append(("LASTPOS",))
+    return cmds
+
+
+def write_outcome(session: Session, partition: int, res: list):
+    """``(True, value)`` for a done write (its position recorded in the session), or
+    ``(False, error)`` when it was refused before running and goes to another node; raises
+    OutcomeUnknown when it may have run, or the plain error the command gave."""
+    out, pos = res[-2], res[-1]
+    if isinstance(out, Exception):
+        kind = classify(out)
+        if kind == "unknown":
+            raise OutcomeUnknown(str(out)) from out
+        if kind == "retry":
+            return False, out
+        raise out
+    if isinstance(pos, bytes):
+        session.after_write(partition, _seq(pos))
+    return True, out
+
+
+def read_commands(need: int, wait_timeout_ms: int, args, key) -> list[tuple]:
+    """The pipeline of a read: WAITPOS (if the session depends on a position), the command,
+    DEPS of its key, POS of the replica."""
+    cmds = [("WAITPOS", need, wait_timeout_ms)] if need else []
+    cmds.append(tuple(args))
+    if key is not None:
+        cmds.append(("DEPS", key))
+    cmds.append(("POS",))
+    return cmds
+
+
+def observe_read(session: Session, partition: int, res: list, key) -> None:
+    """Record in the session what a read's DEPS and POS replies taught it."""
+    deps = []
+    if key is not None and isinstance(res[1], list):
+        deps = [tuple(int(x) for x in d.decode().split(":")) for d in res[1]]
+    if isinstance(res[-1], bytes):
+        session.after_read(partition, _seq(res[-1]), deps)
+
+
+def follower_order(followers: list, sticky: int | None, rr: int) -> list:
+    """The followers to try, starting at the sticky one (or round robin)."""
+    start = (sticky if sticky is not None else rr) % len(followers)
+    return followers[start:] + followers[:start]
+
+
 class Topology:
     """Partitions, their nodes and their current leaders, learned from the nodes themselves."""
 
@@ -167,28 +225,17 @@ class Client:
         for _ in range(self.max_redirects):
             addr = self.leader(p)
             pipe = self.conn(addr).pipeline(transaction=False)
-            deps = self.session.write_deps(p)
-            if deps:
-                pipe.execute_command("CAUSAL", *[f"{q}:{s}" for q, s in deps])
-            pipe.execute_command(*args)
-            pipe.execute_command("LASTPOS")
+            for cmd in write_commands(self.session, p, args):
+                pipe.execute_command(*cmd)
             try:
                 res = pipe.execute(raise_on_error=False)
             except (redis.ConnectionError, redis.TimeoutError) as e:
                 raise OutcomeUnknown(f"{args[0]!r} to {addr}: {e}") from e
-            out, pos = res[-2], res[-1]
-            if isinstance(out, Exception):
-                kind = classify(out)
-                if kind == "unknown":
-                    raise OutcomeUnknown(str(out)) from out
-                if kind == "retry":
-                    self.stats["redirects"] += 1
-                    self._follow_redirect(p, out)
-                    continue
-                raise out
-            if isinstance(pos, bytes):
-                self.session.after_write(p, int(pos.decode().rsplit(":", 1)[-1]))
-            return out
+            done, out = write_outcome(self.session, p, res)
+            if done:
+                return out
+            self.stats["redirects"] += 1
+            self._follow_redirect(p, out)
         raise NoLeader(f"partition {p}: still redirected after {self.max_redirects} tries")
 
     def _follow_redirect(self, partition: int, err: Exception) -> None:
@@ -209,8 +256,7 @@ class Client:
         if plan.target == "follower" and self.read_from_followers:
             fl = self.followers(p)
             if fl:
-                start = (plan.sticky if plan.sticky is not None else next(self._rr)) % len(fl)
-                for addr in fl[start:] + fl[:start]:
+                for addr in follower_order(fl, plan.sticky, next(self._rr)):
                     ok, value = self._read_from_follower(addr, p, plan.need_seq, args, key)
                     if ok:
                         self.stats["follower_reads"] += 1
@@ -220,12 +266,8 @@ class Client:
 
     def _read_from_follower(self, addr, p: int, need: int, args, key):
         pipe = self.conn(addr).pipeline(transaction=False)
-        if need:
-            pipe.execute_command("WAITPOS", need, self.wait_timeout_ms)
-        pipe.execute_command(*args)
-        if key is not None:
-            pipe.execute_command("DEPS", key)
-        pipe.execute_command("POS")
+        for cmd in read_commands(need, self.wait_timeout_ms, args, key):
+            pipe.execute_command(*cmd)
         try:
             res = pipe.execute(raise_on_error=False)
         except (redis.ConnectionError, redis.TimeoutError):
@@ -234,17 +276,15 @@ class Client:
             return False, None
         if need:
             res = res[1:]
-        self._observe(p, res, key)
+        observe_read(self.session, p, res, key)
         return True, res[0]
 
     def _read_from_leader(self, p: int, args, key):
         for _ in range(self.max_redirects):
             addr = self.leader(p)
             pipe = self.conn(addr).pipeline(transaction=False)
-            pipe.execute_command(*args)
-            if key is not None:
-                pipe.execute_command("DEPS", key)
-            pipe.execute_command("POS")
+            for cmd in read_commands(0, self.wait_timeout_ms, args, key):
+                pipe.execute_command(*cmd)
             try:
                 res = pipe.execute(raise_on_error=False)
             except (redis.ConnectionError, redis.TimeoutError):
@@ -256,20 +296,10 @@ class Client:
                     self._follow_redirect(p, res[0])
                     continue
                 raise res[0]
-            self._observe(p, res, key)
+            observe_read(self.session, p, res, key)
             self.stats["leader_reads"] += 1
             return res[0]
         raise NoLeader(f"partition {p}: no leader answered")
-
-    def _observe(self, p: int, res: list, key) -> None:
-        deps = []
-        if key is not None and isinstance(res[1], list):
-            for d in res[1]:
-                q, s = d.decode().split(":")
-                deps.append((int(q), int(s)))
-        pos = res[-1]
-        if isinstance(pos, bytes):
-            self.session.after_read(p, int(pos.decode().rsplit(":", 1)[-1]), deps)
 
     # ------------------------------------------------------------------ conveniences
     def get(self, key):
