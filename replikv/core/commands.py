@@ -112,10 +112,14 @@ class Command:
     first_key: int = 0
     last_key: int = 0
     step: int = 0
+    write: bool = False     # "write" in flags (set from them), a field: read on every command
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "write", "write" in self.flags)
 
     @property
     def is_write(self) -> bool:
-        return "write" in self.flags
+        return self.write
 
     def keys(self, args: list[bytes]) -> list[bytes]:
         if not self.first_key:
@@ -526,6 +530,8 @@ def cmd_set(ctx: Ctx, args):
         # set with a time already past: the key is gone at once (Redis deletes it on access)
         if e is not None:
             ctx.emit((E_DEL, key))
+        else:
+            ctx.ks.touch(key)   # Redis sets, then expires: a WATCH on the key still fires
     else:
         ctx.emit((E_SET, key, value, expire_at))
     return old if get else OK

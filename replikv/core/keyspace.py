@@ -250,6 +250,12 @@ class Keyspace:
             if self.watchers:
                 self._touch(key)
 
+    def touch(self, key: bytes) -> None:
+        """A write that changed nothing stored still counts as a modification for WATCH (as
+        Redis's signalModifiedKey), e.g. SET with a time already past on a missing key."""
+        if self.watchers:
+            self._touch(key)
+
     def _touch(self, key: bytes) -> None:
         ws = self.watchers.get(key)
         if ws:

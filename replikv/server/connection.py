@@ -77,6 +77,7 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return  # a protocol error closes this connection: buffer nothing more
+        self.last_cmd_time = time.time()   # once per read, not per command (CLIENT LIST idle=)
         self.parser.feed(data)
         self._process()
 

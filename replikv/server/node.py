@@ -395,12 +395,14 @@ class Node:
 
     # ------------------------------------------------------------------ dispatch
     def execute(self, conn: ClientConnection, args: list[bytes]) -> None:
-        name = args[0].upper()
         self.stats_commands += 1
-        conn.last_cmd_time = time.time()
-        cmd = C.COMMANDS.get(name)
-        if cmd is None and name in C.SUBCOMMAND_PARENTS and len(args) > 1:
-            cmd = C.COMMANDS.get(name + b"|" + args[1].upper())
+        name = args[0]
+        cmd = _COMMANDS.get(name)   # clients send names in capitals: no upper() then
+        if cmd is None:
+            name = name.upper()
+            cmd = _COMMANDS.get(name)
+            if cmd is None and name in C.SUBCOMMAND_PARENTS and len(args) > 1:
+                cmd = _COMMANDS.get(name + b"|" + args[1].upper())
         if conn.multi is not None and name not in _TX_CONTROL:
             self._queue_multi(conn, name, cmd, args)
             return
@@ -416,7 +418,8 @@ class Node:
             except C.CommandError as e:
                 conn.reply_now(encode(Error(e.text), conn.proto))
             return
-        self.metrics.count(name)
+        ops = self.metrics.ops
+        ops[name] = ops.get(name, 0) + 1
         n = len(args)
         if n != cmd.arity if cmd.arity >= 0 else n < -cmd.arity:
             conn.reply_now(encode(Error(C.arity_error(cmd.name)), conn.proto))
@@ -428,7 +431,7 @@ class Node:
             if why:
                 conn.reply_now(encode(Error(why), conn.proto))
                 return
-        if cmd.is_write:
+        if cmd.write:
             if not self.accepts_writes:
                 conn.reply_now(encode(Error(self.write_refusal()), conn.proto))
                 return
@@ -437,7 +440,50 @@ class Node:
             if refusal:
                 conn.reply_now(encode(Error(refusal), conn.proto))
                 return
-        self._run(conn, [(cmd, args)], single=True)
+        if self.logfmt is None and not conn.causal_deps:
+            self._run_one(conn, cmd, args)
+        else:
+            self._run(conn, [(cmd, args)], single=True)
+
+    def _run_one(self, conn: ClientConnection, cmd, args: list[bytes]) -> None:
+        """``_run`` for one command outside MULTI, with the physical log format and no causal
+        dependencies: the same steps without the batch and reply lists (the hot path)."""
+        st = self.storage
+        now = self.clock.now_ms()
+        ctx = C.Ctx(st.ks, now, st.last_seq + 1, self.rng, self.accepts_writes, self.config.max_bulk_len)
+        try:
+            r = cmd.fn(ctx, args)
+        except C.CommandError as e:
+            r = Error(e.text)
+        needed = 0
+        policy = None
+        w = cmd.write
+        if ctx.effects:
+            seq = st.append(ctx.effects, now)
+            if w:
+                needed = seq
+                conn.last_write_seq = seq
+                policy = conn.ack_policy
+                if conn.user_id is not None:
+                    self.user_positions[conn.user_id] = seq
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self._loop.call_soon(self._flush)
+        if self._direct_replies(conn):
+            conn.reply_now(encode(r, conn.proto))
+            return
+        if self.visible_seq < st.last_seq:
+            # something is not yet durable: a reply that reveals it must wait for it
+            keys = cmd.keys(args)
+            if keys:
+                ks = st.ks
+                for k in keys:
+                    p = ks.key_pos(k)
+                    if p > needed:
+                        needed = p
+            elif not w or cmd.first_key == 0:
+                needed = max(needed, st.last_seq)
+        conn.reply(encode(r, conn.proto), needed, policy, "w" if w else "r")
 
     def _direct_replies(self, conn: ClientConnection) -> bool:
         """May replies skip the durability queue? Yes when visibility is just "written to the
@@ -907,3 +953,5 @@ from . import replcommands  # noqa: E402,F401  (registers REPLICA, ACKMODE)
 from .conncommands import _CONN_COMMANDS, _NOT_IN_MULTI, _TX_CONTROL, _ConnCmd, _unknown  # noqa: E402
 from .conncommands import queue_error as _queue_error  # noqa: E402
 from .dashboard import command_counts  # noqa: E402  (reads / writes in status(), for the dashboard)
+
+_COMMANDS = C.COMMANDS

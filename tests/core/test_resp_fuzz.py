@@ -291,3 +291,109 @@ def test_inline_bad_quotes(line):
     p.feed(line + b"\r\n")
     with pytest.raises(ProtocolError, match="quotes"):
         p.next_command()
+
+
+# ---------------------------------------------------------------------------- hiredis fast path
+# RequestParser hands chunks that start at a frame boundary to hiredis and keeps its result
+# only if the chunk re-encodes to itself; otherwise the Python parser (fast=False, the
+# reference) takes the chunk. Whatever the input and however it is cut, both must give the
+# same commands and the same error.
+
+
+def outcome(data: bytes, cuts: list[int], fast: bool, **limits):
+    p = RequestParser(fast=fast, **limits)
+    got = []
+    try:
+        for chunk in chunked(data, cuts):
+            p.feed(chunk)
+            got += drain(p, len(data))
+    except ProtocolError as e:
+        return got, str(e), p
+    return got, None, p
+
+
+def assert_same_as_reference(data: bytes, cuts: list[int], **limits):
+    fast = outcome(data, cuts, True, **limits)
+    ref = outcome(data, cuts, False, **limits)
+    assert fast[:2] == ref[:2]
+    return fast[2]
+
+
+LENIENT_IN_HIREDIS = [
+    b"*1\r\n+PING\r\n",                     # a simple string inside the array
+    b"*1\r\n(123\r\n",                      # a big number
+    b"*1\r\n=8\r\ntxt:PING\r\n",            # a verbatim string
+    b"*2\r\n$3\r\nGET\r\n:5\r\n",           # an integer
+    b"*1\r\n$4\r\nPINGxx\r\n",              # a bulk not terminated by CRLF
+    b"*1\r\n$3\r\nabcXY",                   # ... and the two bytes hiredis skips
+    b"*1\r\n$3\r\nabcXY*1\r\n$4\r\nPING\r\n",
+    b"*1\r\n+PING\r\n*1\r\n=8\r\ntxt:PING\r\n",  # two leniencies whose sizes could cancel out
+    b"*1\r\n%1\r\n$1\r\na\r\n$1\r\nb\r\n",  # a map
+    b"*1\r\n*1\r\n$1\r\na\r\n",             # a nested array
+    b"*-1\r\n",                             # the null array
+    b"*0\r\n*1\r\n$4\r\nPING\r\n",
+    b"*1\r\n$03\r\nabc\r\n",                # a non-canonical length
+    b"*1\r\n$4\r\nPING\r\n$4\r\nPING\r\n",  # a bulk outside an array
+    b"*1\r\n$4\r\nPING\r\nPING\r\n",        # an inline command after a frame
+]
+
+
+@pytest.mark.parametrize("data", LENIENT_IN_HIREDIS)
+def test_fast_path_is_as_strict_as_the_reference(data):
+    assert_same_as_reference(data, [])
+    for i in range(1, len(data)):
+        assert_same_as_reference(data, [i])
+
+
+def test_fast_path_takes_whole_frames_and_falls_back_on_a_cut():
+    data = b"".join(encode_command(b"SET", b"k%d" % i, b"v" * 100) for i in range(16))
+    p = assert_same_as_reference(data, [])
+    assert (p.fast_chunks, p.slow_chunks) == (1, 0)
+    p = assert_same_as_reference(data, [len(data) // 2])
+    assert p.slow_chunks >= 1
+    p = assert_same_as_reference(data + data, [len(data)])   # two chunks, each whole frames
+    assert (p.fast_chunks, p.slow_chunks) == (2, 0)
+
+
+def test_fast_path_keeps_order_with_commands_not_yet_taken():
+    p = RequestParser()
+    p.feed(encode_command(b"A") + encode_command(b"B"))
+    assert p.next_command() == [b"A"]
+    p.feed(encode_command(b"C"))        # arrives while B is still waiting
+    assert [p.next_command(), p.next_command(), p.next_command()] == [[b"B"], [b"C"], None]
+    assert p.buffered() == 0
+
+
+def test_fast_path_respects_small_limits():
+    data = encode_command(b"SET", b"k", b"v" * 100)
+    assert_same_as_reference(data, [], max_bulk_len=16)
+    assert_same_as_reference(encode_command(*[b"a"] * 10), [], max_multibulk_len=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(cmds=st.lists(COMMAND, min_size=1, max_size=6), cuts=st.lists(st.integers(0, 1 << 16), max_size=6))
+def test_fast_path_valid_streams_match_the_reference(cmds, cuts):
+    data = b"".join(encode_command(*c) for c in cmds)
+    assert_same_as_reference(data, cuts)
+
+
+@settings(max_examples=500, deadline=None)
+@given(cmds=st.lists(COMMAND, min_size=1, max_size=4), edits=st.lists(
+    st.tuples(st.integers(0, 1 << 16), st.sampled_from([b"", b"+", b"(", b"=", b":", b"*", b"$", b"\r", b"\n",
+                                                          b"\r\n", b"0", b"9", b"-", b"x", b"_", b"%"])),
+    min_size=1, max_size=3), cuts=st.lists(st.integers(0, 1 << 16), max_size=4))
+def test_fast_path_mutated_streams_match_the_reference(cmds, edits, cuts):
+    data = bytearray(b"".join(encode_command(*c) for c in cmds))
+    for pos, b in edits:       # replace one byte (or delete it, or insert a CRLF)
+        i = pos % len(data)
+        data[i:i + (0 if b == b"\r\n" else 1)] = b
+        if not data:
+            return
+    assert_same_as_reference(bytes(data), cuts)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=GARBAGE, cuts=st.lists(st.integers(0, 400), max_size=8))
+def test_fast_path_garbage_matches_the_reference(data, cuts):
+    assert_same_as_reference(b"*" + data, cuts)
+    assert_same_as_reference(b"*1\r\n$4\r\nPING\r\n" + data, cuts)
