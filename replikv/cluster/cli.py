@@ -34,6 +34,8 @@ def main() -> None:
 @click.option("--http-port", type=int, help="HTTP status/metrics port (default port+20000).")
 @click.option("--data-dir", type=click.Path(file_okay=False))
 @click.option("--fsync", type=str, help="always | everysec | no")
+@click.option("--fsync-writer", type=str,
+              help="fsync always: inline (fsync in the event loop, default) | thread (an IO thread).")
 @click.option("--snapshot-every-records", type=int)
 @click.option("--log-retention-bytes", type=str, help="Bytes (units allowed: 256mb).")
 @click.option("--segment-bytes", type=str, help="Bytes (units allowed: 64mb).")

@@ -28,6 +28,7 @@ class NodeConfig:
     http_port: int = 0               # status, metrics, dashboard; 0 = port + 20000
     data_dir: str = "./replikv-data"
     fsync: str = "everysec"          # always | everysec | no
+    fsync_writer: str = "inline"     # fsync always: "inline" in the event loop, or "thread"
     segment_bytes: int = 64 * 1024 * 1024
     snapshot_every_records: int = 500_000   # 0 = only on BGSAVE
     log_retention_bytes: int = 256 * 1024 * 1024  # log kept after a snapshot, for followers
@@ -72,6 +73,8 @@ class NodeConfig:
             raise ConfigError(f"port, peer_port, http_port: must be three different ports, got {ports}")
         if self.fsync not in FSYNC_POLICIES:
             raise ConfigError(f"fsync: must be one of {', '.join(FSYNC_POLICIES)}, got {self.fsync!r}")
+        if self.fsync_writer not in ("inline", "thread"):
+            raise ConfigError(f"fsync_writer: must be inline or thread, got {self.fsync_writer!r}")
         for name in ("segment_bytes", "max_bulk_len", "max_multibulk_len", "max_inline_len", "max_clients"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:

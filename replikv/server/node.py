@@ -12,8 +12,9 @@ A write, step by step (see docs/architecture.md):
 3. The reply is queued with ``needed = seq``.
 4. At the end of this loop iteration ``_flush`` hands the buffered records to the log
    writer: under ``everysec``/``no`` an ``os.write`` in this thread (so a kill -9 loses
-   nothing already answered); under ``always`` the IO thread writes and fsyncs, and every
-   record that arrived meanwhile rides on the next fsync (group commit).
+   nothing already answered); under ``always`` a write and an fsync here too, one for all
+   records of the iteration (group commit; ``fsync_writer = "thread"`` moves them to the
+   IO thread, and records arriving meanwhile ride on the next fsync).
 5. When the records are durable as the policy demands, ``visible_seq`` advances and the
    waiting replies leave, in order. A read that observed a key written at a position not
    yet visible waits the same way, so no client ever sees a write that could still vanish.
@@ -211,22 +212,32 @@ class Node:
                 c.flush()
 
     def flush_log(self) -> None:
-        """Hand the buffered records to the log: before any reply leaves (see direct replies)."""
+        """Hand the buffered records to the log: before any reply leaves (see direct replies).
+        fsync always with ``fsync_writer = "inline"`` (the default) writes and fsyncs right
+        here, once per loop iteration for every record of it, as Redis's beforeSleep;
+        ``"thread"`` hands the batch to the IO thread and replies wait for it."""
         st = self.storage
         if st._buf:
-            if self.config.fsync == "always" or self._writer_busy:
+            cfg = self.config
+            if self._writer_busy or (cfg.fsync == "always" and cfg.fsync_writer == "thread"):
                 # (a batch still on the IO thread, e.g. just after CONFIG SET fsync, goes first)
                 self._kick_writer()
             else:
-                pending = st.take_buffer()
-                try:
-                    st.write_out(*pending, sync=False)
-                except Exception as e:  # noqa: BLE001 - never acknowledge what the log lacks
-                    self._fatal_io(e)
-                if self.repl is not None:
-                    self.repl.on_appended(pending[1], pending[2], self.clock.now_ms())
-                    self.repl.on_written(*pending)
-                self._advance_visible()
+                self._write_inline(st.take_buffer(), cfg.fsync == "always")
+
+    def _write_inline(self, pending: tuple, sync: bool) -> None:
+        """Write (and under fsync always, fsync) one batch on the loop thread."""
+        if self.repl is not None:
+            self.repl.on_appended(pending[1], pending[2], self.clock.now_ms())
+        try:
+            secs = self.storage.write_out(*pending, sync=sync)
+        except Exception as e:  # noqa: BLE001 - never acknowledge what the log lacks
+            self._fatal_io(e)
+        if sync:
+            self.metrics.fsync_seconds.observe(secs)
+        if self.repl is not None:
+            self.repl.on_written(*pending)
+        self._advance_visible()
 
     # ------------------------------------------------------------------ log writer
     def _kick_writer(self) -> None:
@@ -489,7 +500,8 @@ class Node:
         """May replies skip the durability queue? Yes when visibility is just "written to the
         OS" (fsync everysec/no, and no replication policy to wait for) and the connection
         asks nothing stronger. The log is always written before replies are sent."""
-        if self.config.fsync == "always" or conn.ack_policy is not None or self._writer_busy:
+        cfg = self.config
+        if (cfg.fsync == "always" and cfg.fsync_writer == "thread") or conn.ack_policy is not None or self._writer_busy:
             # (a batch still on the IO thread, e.g. just after CONFIG SET fsync everysec, means
             # the log write is asynchronous for now: replies must wait for it)
             return False
@@ -711,18 +723,12 @@ class Node:
         self.snapshot_pid = pid
         log.info("background snapshot at seq %d started by child %d", seq, pid)
         if pending is not None:
-            if self.config.fsync == "always" or self._writer_busy:
+            cfg = self.config
+            if self._writer_busy or (cfg.fsync == "always" and cfg.fsync_writer == "thread"):
                 # the writer thread runs jobs in order: these records go before the roll
                 self._submit_batch(pending)
             else:
-                try:
-                    st.write_out(*pending, sync=False)
-                except Exception as e:  # noqa: BLE001
-                    self._fatal_io(e)
-                if self.repl is not None:
-                    self.repl.on_appended(pending[1], pending[2], self.clock.now_ms())
-                    self.repl.on_written(*pending)
-                self._advance_visible()
+                self._write_inline(pending, cfg.fsync == "always")
         self._loop.run_in_executor(self._io, st.log.roll, seq + 1)
         asyncio.ensure_future(self._wait_snapshot(pid, seq))
         return True

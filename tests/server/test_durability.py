@@ -160,6 +160,17 @@ def test_kill9_rounds_lose_no_acknowledged_write(cluster_factory):
     assert time.monotonic() - t0 < 100
 
 
+def test_kill9_rounds_with_the_fsync_thread(cluster_factory):
+    """fsync always with ``fsync_writer = "thread"`` (the IO thread writes and fsyncs while
+    the loop goes on; replies wait for it): no acknowledged write is lost either."""
+    cl = cluster_factory(1, fsync="always", fsync_writer="thread", segment_bytes=16384,
+                         snapshot_every_records=3000, log_retention_bytes=0)
+    cl.start()
+    _fill(cl.nodes[0].port, 5_000)
+    totals = _kill_rounds(cl, 5, _seed())
+    assert totals["acked"] > 20, totals
+
+
 @pytest.mark.parametrize("policy", ["everysec", "no"])
 def test_kill9_rounds_other_fsync_policies(cluster_factory, policy):
     """everysec / no: a reply leaves once its record was handed to the OS (written, not yet
@@ -173,10 +184,12 @@ def test_kill9_rounds_other_fsync_policies(cluster_factory, policy):
     assert totals["acked"] > 20, totals
 
 
-def test_group_commit_under_concurrent_writers(cluster_factory):
-    """Under fsync always one fsync covers every write that arrived while the previous
-    one ran: with many writers the fsync count stays well below the acknowledged writes."""
-    cl = cluster_factory(1, fsync="always")
+@pytest.mark.parametrize("writer", ["inline", "thread"])
+def test_group_commit_under_concurrent_writers(cluster_factory, writer):
+    """Under fsync always one fsync covers every write of a loop iteration (inline) or every
+    write that arrived while the previous one ran (thread): with many writers the fsync
+    count stays well below the acknowledged writes."""
+    cl = cluster_factory(1, fsync="always", fsync_writer=writer)
     cl.start()
     spec = cl.nodes[0]
     sent = [0] * N_COUNTERS
