@@ -94,6 +94,24 @@ _BULK_HDR = [b"$%d\r\n" % i for i in range(_HDR_CACHE)]
 _MBULK_HDR = [b"*%d\r\n" % i for i in range(_HDR_CACHE)]
 
 
+_FRAME2 = b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+_FRAME3 = b"*3\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
+
+
+def _encode_frames(frames) -> bytes:
+    """Requests as their canonical RESP multibulks; TypeError if an element is not bytes."""
+    out = []
+    ap = out.append
+    for f in frames:
+        ap(_MBULK_HDR[len(f)] if len(f) < _HDR_CACHE else b"*%d\r\n" % len(f))
+        for a in f:
+            n = len(a)
+            ap(_BULK_HDR[n] if n < _HDR_CACHE else b"$%d\r\n" % n)
+            ap(a)
+            ap(CRLF)
+    return b"".join(out)
+
+
 class RequestParser:
     """Parses client requests. ``feed(data)`` then call ``next_command()`` until ``None``.
 
@@ -148,38 +166,44 @@ class RequestParser:
         comparison per chunk instead of Python work per byte field."""
         r = self._reader
         r.feed(data)
-        frames = []
-        c = False
         try:
-            while r.has_data():
-                c = r.gets()
-                if c is False or type(c) is not list:   # cut by the chunk's end, or not an array
-                    c = False
-                    break
-                frames.append(c)
-        except hiredis.ProtocolError:
-            c = False
-        if c is not False:
-            out = []
-            ap = out.append
-            try:
-                for f in frames:
-                    ap(_MBULK_HDR[len(f)] if len(f) < _HDR_CACHE else b"*%d\r\n" % len(f))
-                    for a in f:
-                        n = len(a)   # TypeError: not a string (an integer, nil, ...)
-                        ap(_BULK_HDR[n] if n < _HDR_CACHE else b"$%d\r\n" % n)
-                        ap(a)
-                        ap(CRLF)
-                same = b"".join(out) == data   # TypeError: a nested array or map
-            except TypeError:
-                same = False
-            if same:
-                self.fast_chunks += 1
-                frames.reverse()   # popped from the end
-                if self._ready:    # older commands not yet taken go first
-                    frames.extend(self._ready)
-                self._ready = frames
-                return True
+            c = r.gets()
+            if type(c) is list and not r.has_data():
+                # one whole frame (a client that does not pipeline): the cheapest check
+                n = len(c)
+                if n == 3:
+                    a, b, d = c
+                    same = data == _FRAME3 % (len(a), a, len(b), b, len(d), d)
+                elif n == 2:
+                    a, b = c
+                    same = data == _FRAME2 % (len(a), a, len(b), b)
+                else:
+                    same = _encode_frames((c,)) == data
+                if same:
+                    self.fast_chunks += 1
+                    if self._ready:
+                        self._ready.insert(0, c)   # popped from the end: after the older ones
+                    else:
+                        self._ready = [c]
+                    return True
+            elif type(c) is list:
+                frames = [c]
+                while r.has_data():
+                    c = r.gets()
+                    if type(c) is not list:   # False: cut by the chunk's end; or not an array
+                        break
+                    frames.append(c)
+                else:
+                    if _encode_frames(frames) == data:
+                        self.fast_chunks += 1
+                        frames.reverse()   # popped from the end
+                        if self._ready:    # older commands not yet taken go first
+                            frames.extend(self._ready)
+                        self._ready = frames
+                        return True
+        except (hiredis.ProtocolError, TypeError):
+            # TypeError: an element that is not a string (an integer, nil, a nested array)
+            pass
         # not a clean run of frames: forget hiredis's state, the Python parser takes the chunk
         self._reader = hiredis.Reader()
         self.slow_chunks += 1

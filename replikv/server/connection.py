@@ -112,11 +112,12 @@ class ClientConnection(asyncio.Protocol):
                         self._command_crashed(args)
                         break
                     n = len(out)
-                    while counted < n:
-                        size += len(out[counted])
-                        counted += 1
-                    for i in range(nw, len(waiting)):
-                        size += len(waiting[i][2] or b"")
+                    if n > counted:
+                        size += len(out[counted]) if n == counted + 1 else sum(map(len, out[counted:n]))
+                        counted = n
+                    if len(waiting) > nw:
+                        for i in range(nw, len(waiting)):
+                            size += len(waiting[i][2] or b"")
                     if size >= OUT_HIGH:
                         self.node.flush_log()  # the log is written before any reply leaves
                         self.flush()  # may call pause_writing

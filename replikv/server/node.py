@@ -69,6 +69,7 @@ class Node:
         self.storage = Storage(config.data_dir, config.segment_bytes, log=lambda m: log.info("%s", m))
         self.metrics = NodeMetrics(self)
         self.rng = random.Random()
+        self._ctx = C.Ctx(None, 0, 0, self.rng)   # the hot path's Ctx, filled per command (_run_one)
         self.role = "leader"
         self.accepts_writes = True
         self.visible_seq = 0
@@ -460,8 +461,15 @@ class Node:
         """``_run`` for one command outside MULTI, with the physical log format and no causal
         dependencies: the same steps without the batch and reply lists (the hot path)."""
         st = self.storage
-        now = self.clock.now_ms()
-        ctx = C.Ctx(st.ks, now, st.last_seq + 1, self.rng, self.accepts_writes, self.config.max_bulk_len)
+        now = int(_time() * 1000) + self.clock.skew_ms   # Clock.now_ms, inlined
+        # one Ctx reused (filled in place): nothing keeps it past the command
+        ctx = self._ctx
+        ctx.ks = st.ks
+        ctx.now_ms = now
+        ctx.pos = st.last_seq + 1
+        ctx.effects = effects = []
+        ctx.expire_on_access = self.accepts_writes
+        ctx.max_string = self.config.max_bulk_len
         try:
             r = cmd.fn(ctx, args)
         except C.CommandError as e:
@@ -469,8 +477,8 @@ class Node:
         needed = 0
         policy = None
         w = cmd.write
-        if ctx.effects:
-            seq = st.append(ctx.effects, now)
+        if effects:
+            seq = st.append(effects, now)
             if w:
                 needed = seq
                 conn.last_write_seq = seq
@@ -961,3 +969,4 @@ from .conncommands import queue_error as _queue_error  # noqa: E402
 from .dashboard import command_counts  # noqa: E402  (reads / writes in status(), for the dashboard)
 
 _COMMANDS = C.COMMANDS
+_time = time.time
