@@ -46,6 +46,20 @@ SEND_BATCH_BYTES = 1 << 20
 SNAP_CHUNK = 256 * 1024
 
 
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """``event.wait()`` bounded by ``timeout``; False on timeout. Cheaper than
+    ``asyncio.wait_for``, which wraps the wait in a task of its own on every call (these
+    waits run once per replication batch)."""
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
 class PeerConnection:
     """A framed message stream over an asyncio StreamReader/Writer."""
 
@@ -69,6 +83,14 @@ class PeerConnection:
                     break
                 self._ready.append(m)
         return self._ready.popleft()
+
+    async def recv_within(self, timeout: float) -> dict:
+        """recv with a deadline (TimeoutError). A message already decoded is returned without
+        waiting; otherwise ``asyncio.timeout`` (one timer, no extra task, unlike wait_for)."""
+        if self._ready:
+            return self._ready.popleft()
+        async with asyncio.timeout(timeout):
+            return await self.recv()
 
     def send(self, msg: dict) -> None:
         if self.writer.is_closing():
@@ -338,9 +360,7 @@ class Replication(FailoverMixin):
                     await conn.drain()
                     continue
                 self._data_event.clear()
-                try:
-                    await asyncio.wait_for(self._data_event.wait(), hb)
-                except asyncio.TimeoutError:
+                if not await wait_event(self._data_event, hb):
                     conn.send({"t": "hb", "leader_last": node.durable_seq(), "leader_time_ms": node.clock.now_ms(),
                                "commit": node.visible_seq, "epoch": self.election.epoch})
                     await conn.drain()
@@ -679,7 +699,7 @@ class Replication(FailoverMixin):
         while True:
             if not self._io_wanted or self.role == "leader" or self.election.leader_id != target or e.epoch != w_epoch:
                 return   # the leader or the epoch changed: reconnect (a new session, a new hello)
-            msg = await asyncio.wait_for(conn.recv(), hb_timeout)
+            msg = await conn.recv_within(hb_timeout)
             t = msg["t"]
             now = node.clock.now_ms()
             if t in ("records", "hb"):
@@ -784,11 +804,18 @@ class Replication(FailoverMixin):
             expect += 1
         if expect - 1 != last:
             raise PeerProtocolError("records message is inconsistent")
-        sync = node.config.fsync == "always"
+        cfg = node.config
+        sync = cfg.fsync == "always"
+        inline = not sync or cfg.fsync_writer == "inline"
         loop = asyncio.get_running_loop()
         relay = self.relay
-        # received = in the relay log (written to the OS); flushed = fsynced
-        await loop.run_in_executor(node._io, relay.write_out, frames, last, first)
+        # received = in the relay log (written to the OS); flushed = fsynced. The write is
+        # one os.write in this thread (as the leader's own log; a thread hop per batch cost
+        # more than the write), unless fsync always runs on the IO thread (fsync_writer).
+        if inline:
+            relay.write_out(frames, last, first)
+        else:
+            await loop.run_in_executor(node._io, relay.write_out, frames, last, first)
         self.relay_written = last
         self.received_epoch = recs[-1][1]
         fc.on_received(last)
@@ -799,7 +826,10 @@ class Replication(FailoverMixin):
         self._apply_wake.set()
         self._schedule_ack()
         if sync:
-            await loop.run_in_executor(node._io, relay.sync)
+            if inline:
+                relay.sync()
+            else:
+                await loop.run_in_executor(node._io, relay.sync)
             self.relay_synced = last
             fc.on_flushed(last)
             self._schedule_ack()
@@ -850,10 +880,7 @@ class Replication(FailoverMixin):
             if (not self._apply_wanted or self.role == "leader") and not self._draining:
                 self.apply_running = self._apply_wanted and self.role != "leader"
                 self._apply_wake.clear()
-                try:
-                    await asyncio.wait_for(self._apply_wake.wait(), 0.2)
-                except asyncio.TimeoutError:
-                    pass
+                await wait_event(self._apply_wake, 0.2)
                 continue
             if self._data_lock.locked():
                 await asyncio.sleep(0.005)
@@ -878,10 +905,7 @@ class Replication(FailoverMixin):
                         continue
                 fc.next_unapplied_ts = None
                 self._apply_wake.clear()
-                try:
-                    await asyncio.wait_for(self._apply_wake.wait(), 0.5)
-                except asyncio.TimeoutError:
-                    pass
+                await wait_event(self._apply_wake, 0.5)
                 continue
             # apply a batch without yielding, then let the loop breathe
             n = 0
@@ -916,10 +940,7 @@ class Replication(FailoverMixin):
             else:
                 wait = fc.apply_wait_ms(q[0][2], node.clock.now_ms()) if q else 50
                 self._apply_wake.clear()
-                try:
-                    await asyncio.wait_for(self._apply_wake.wait(), max(min(wait, 200), 1) / 1000)
-                except asyncio.TimeoutError:
-                    pass
+                await wait_event(self._apply_wake, max(min(wait, 200), 1) / 1000)
 
     # ------------------------------------------------------------------ operator controls
     def control(self, action: str, what: str) -> None:
