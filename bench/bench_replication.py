@@ -216,6 +216,13 @@ class Replikv:
     def status(self) -> dict:
         return self.cl.http_get(self.leader, "/status", timeout=2.0)
 
+    def applied_on_followers(self) -> list[int]:
+        """Each follower's own applied position (the last seq of its log), from its /status:
+        what it has, not what the leader last heard in an ack (followers of an async leader
+        ack on a 100 ms tick when nothing waits for them)."""
+        return [int(self.cl.http_get(n, "/status", timeout=2.0)["last_seq"])
+                for n in self.cl.nodes if n.node_id != self.leader.node_id]
+
     def close(self) -> None:
         self.cl.stop()
         if self.cl in _CLUSTERS:
@@ -235,8 +242,8 @@ def _stop_clusters() -> None:
 
 
 def catch_up(rk: Replikv, burst: int) -> dict:
-    """Burst of SETs (-P 16), one final SET; then poll the leader's /status every 5 ms until
-    both followers applied the leader's last seq. Milliseconds from the final SET's reply."""
+    """Burst of SETs (-P 16), one final SET; then poll the followers' own /status every 5 ms
+    until both applied the leader's last seq. Milliseconds from the final SET's reply."""
     t_b = time.monotonic()
     res = redis_benchmark(rk.port, "set", burst, 16)
     burst_s = time.monotonic() - t_b
@@ -250,10 +257,10 @@ def catch_up(rk: Replikv, burst: int) -> dict:
     polls = 0
     deadline = t_ack + 30
     while True:
-        st = rk.status()
+        if first_lag is None:
+            last = rk.status()["last_seq"]
         polls += 1
-        last = st["last_seq"]
-        applied = [f["applied"] for f in st["replication"]["followers"]]
+        applied = rk.applied_on_followers()
         if first_lag is None:
             first_lag = [last - a for a in applied]
         if len(applied) == 2 and min(applied) >= last:

@@ -434,6 +434,7 @@ class FailoverMixin:
                 raise RuntimeError("no connected follower to hand over to")
             target = max(candidates, key=lambda f: f.received)
         self.switching = True
+        self.request_acks()   # followers ack every batch while the target catches up
         deadline = time.monotonic() + timeout_ms / 1000
         try:
             log.warning("switchover to node %d: writes paused, waiting for it to catch up to seq %d",

@@ -60,6 +60,21 @@ async def wait_event(event: asyncio.Event, timeout: float) -> bool:
     return True
 
 
+class _Stream:
+    """One follower's stream, shared by its sender task and the push path (on_written)."""
+
+    __slots__ = ("conn", "next_seq", "live", "last_sent")
+
+    def __init__(self, conn, next_seq: int) -> None:
+        self.conn = conn
+        self.next_seq = next_seq   # the first record not yet sent
+        self.live = False          # the sender task is idle and caught up: on_written pushes
+        self.last_sent = 0.0       # time.monotonic() of the last message sent
+
+
+PUSH_MAX_BUFFERED = 4 << 20    # bytes queued to a follower above which the sender task takes over
+
+
 class PeerConnection:
     """A framed message stream over an asyncio StreamReader/Writer."""
 
@@ -92,6 +107,16 @@ class PeerConnection:
         async with asyncio.timeout(timeout):
             return await self.recv()
 
+    def send_raw(self, data: bytes) -> None:
+        """Send a message already encoded (one encoding for every follower)."""
+        if self.writer.is_closing():
+            raise ConnectionError("the peer connection is closed")
+        self.writer.write(data)
+
+    def buffered(self) -> int:
+        t = self.writer.transport
+        return t.get_write_buffer_size() if t is not None else 0
+
     def send(self, msg: dict) -> None:
         if self.writer.is_closing():
             # uvloop raises RuntimeError on a closed transport; a closed link is a ConnectionError
@@ -121,7 +146,10 @@ class Replication(FailoverMixin):
         self.tail: deque = deque()      # (first_seq, last_seq, frames) recently written
         self.tail_bytes = 0
         self._data_event = asyncio.Event()
+        self._ack_requests = 0      # bumped by request_acks: senders send a heartbeat at once
+        self._prompt = True         # follower: the leader wants an ack for every batch
         self._senders: dict[int, asyncio.Task] = {}
+        self._streams: dict[int, _Stream] = {}
         self._peer_server = None
         self._tasks: list[asyncio.Task] = []
         self.io_running = False
@@ -188,7 +216,35 @@ class Replication(FailoverMixin):
         while self.tail_bytes > TAIL_BYTES and len(self.tail) > 1:
             f = self.tail.popleft()
             self.tail_bytes -= len(f[2])
-        self._data_event.set()
+        if self._push(data, first, last):
+            self._data_event.set()
+
+    def _push(self, data: bytes, first: int, last: int) -> bool:
+        """Send a batch just written straight to every follower whose sender is idle and
+        caught up (the common case while streaming): one encoding for all of them and no
+        task switch. Returns True if some sender task must still wake up (behind, busy,
+        a slow reader, or a log format that converts frames into events)."""
+        wake = False
+        msg = None
+        node = self.node
+        if node.logfmt is not None and node.logfmt.kind is not None:
+            return True
+        for s in self._streams.values():
+            if not s.live or s.next_seq != first or s.conn.buffered() > PUSH_MAX_BUFFERED:
+                wake = True
+                continue
+            if msg is None:
+                msg = encode_message({"t": "records", "first": first, "last": last, "frames": data,
+                                      "leader_last": node.durable_seq(), "leader_time_ms": node.clock.now_ms(),
+                                      "epoch": self.election.epoch, "ack": self.prompt_acks()})
+            try:
+                s.conn.send_raw(msg)
+            except ConnectionError:
+                wake = True     # its sender task notices the closed link
+                continue
+            s.next_seq = last + 1
+            s.last_sent = time.monotonic()
+        return wake
 
     def on_appended(self, first: int, last: int, now_ms: int) -> None:
         if self.role == "leader":
@@ -205,7 +261,7 @@ class Replication(FailoverMixin):
         return self.leader_core.policy_watermark(policy, local_durable)
 
     def on_visible(self, seq: int) -> None:
-        if self.role == "follower":
+        if self.role == "follower" and self._prompt:
             self._schedule_ack()
 
     # ------------------------------------------------------------------ leader: peer server
@@ -332,38 +388,75 @@ class Replication(FailoverMixin):
                 log.info("node %d (%s:%d) joined the cluster file", n.node_id, n.host, n.port)
         return any(n.node_id == node_id for n in c.nodes)
 
+    def prompt_acks(self) -> bool:
+        """Does anything on this leader wait for follower acks right now? Then followers ack
+        every batch as it arrives; otherwise only on their tick (every heartbeat, at most
+        100 ms), for lag monitoring and leases, as Redis replicas send REPLCONF ACK once a
+        second. Under async acks with nobody waiting, an ack per batch (two, received and
+        applied, from each follower) was most of the leader's replication work. Told to
+        followers in every ``records`` / ``hb`` message (``ack``)."""
+        return (self.policy.kind != "async" or bool(self.wait_list) or bool(self.node.waiters)
+                or self.switching)
+
+    def request_acks(self) -> None:
+        """Something started waiting for acks (WAIT, switchover): every sender sends a
+        heartbeat now, so each follower acks its positions at once."""
+        self._ack_requests += 1
+        self._data_event.set()
+
+    async def _idle_wait(self, timeout: float) -> bool:
+        self._data_event.clear()
+        return await wait_event(self._data_event, timeout)
+
     async def _log_first_seq(self) -> int:
         st = self.node.storage
         return await asyncio.get_running_loop().run_in_executor(self.node._io, lambda: st.log.first_seq)
 
     async def _sender(self, conn: PeerConnection, fid: int, mode: str, next_seq: int) -> None:
-        """The binlog dump thread for one follower."""
+        """The binlog dump thread for one follower. While the follower is caught up and this
+        task idles, ``on_written`` pushes new batches itself (``_push``); this task catches
+        up from the tail or the log files, keeps a slow reader in check (drain), and sends
+        heartbeats."""
         node = self.node
         hb = self.cluster.heartbeat_ms / 1000
+        s = None
         try:
             if mode == "snapshot":
                 next_seq = await self._send_snapshot(conn, fid)
+            s = self._streams[fid] = _Stream(conn, next_seq)
+            asked = self._ack_requests
             while self.role == "leader":
+                s.live = False
                 limit = node.durable_seq()
-                if next_seq <= limit:
-                    frames, last = await self._frames(next_seq, limit)
+                if s.next_seq <= limit:
+                    first = s.next_seq
+                    frames, last = await self._frames(first, limit)
                     if frames is None:
                         log.warning("follower %d needs seq %d which the leader no longer has; "
-                                    "dropping it so it resyncs", fid, next_seq)
+                                    "dropping it so it resyncs", fid, first)
                         return
                     if node.logfmt is not None and node.logfmt.kind is not None:
-                        frames = node.logfmt.to_events(frames, next_seq, last)   # row / statement events
-                    conn.send({"t": "records", "first": next_seq, "last": last, "frames": frames,
+                        frames = node.logfmt.to_events(frames, first, last)   # row / statement events
+                    conn.send({"t": "records", "first": first, "last": last, "frames": frames,
                                "leader_last": limit, "leader_time_ms": node.clock.now_ms(),
-                               "epoch": self.election.epoch})
-                    next_seq = last + 1
+                               "epoch": self.election.epoch, "ack": self.prompt_acks()})
+                    s.next_seq = last + 1
+                    s.last_sent = time.monotonic()
                     await conn.drain()
                     continue
-                self._data_event.clear()
-                if not await wait_event(self._data_event, hb):
-                    conn.send({"t": "hb", "leader_last": node.durable_seq(), "leader_time_ms": node.clock.now_ms(),
-                               "commit": node.visible_seq, "epoch": self.election.epoch})
-                    await conn.drain()
+                if asked == self._ack_requests:
+                    s.live = True
+                    if await self._idle_wait(hb) or time.monotonic() - s.last_sent < hb:
+                        continue    # new records (maybe pushed already), or a push was recent
+                # idle for a heartbeat, or acks wanted now (WAIT, switchover): a heartbeat,
+                # which followers always answer with an ack
+                s.live = False
+                asked = self._ack_requests
+                conn.send({"t": "hb", "leader_last": node.durable_seq(), "leader_time_ms": node.clock.now_ms(),
+                           "commit": node.visible_seq, "epoch": self.election.epoch,
+                           "ack": self.prompt_acks()})
+                s.last_sent = time.monotonic()
+                await conn.drain()
         except (ConnectionError, OSError):
             pass
         except asyncio.CancelledError:
@@ -371,6 +464,8 @@ class Replication(FailoverMixin):
         except Exception:
             log.exception("sender to follower %d failed", fid)
         finally:
+            if s is not None and self._streams.get(fid) is s:
+                del self._streams[fid]
             conn.close()
 
     async def _frames(self, seq: int, limit: int) -> tuple[bytes | None, int]:
@@ -495,6 +590,7 @@ class Replication(FailoverMixin):
         slot = conn.reply_slot(on_leadership_loss=self.node.encode_for(conn, 0))
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         self.wait_list.append([conn, n, target, deadline, slot])
+        self.request_acks()   # followers may have the write and not have said so yet
 
     def _check_waits(self, now: float | None = None) -> None:
         if not self.wait_list:
@@ -708,6 +804,7 @@ class Replication(FailoverMixin):
                     raise PeerProtocolError(f"message from epoch {m_epoch} < ours ({e.epoch}): fenced off")
                 self._handle(e.on_leader_message(m_epoch, target, now))
                 self._last_leader_stamp = int(msg["leader_time_ms"])
+                self._prompt = bool(msg.get("ack", True))
             if t == "records":
                 await self._on_records(msg)
                 fc.on_leader_clock(int(msg["leader_last"]), int(msg["leader_time_ms"]), now)
@@ -824,7 +921,7 @@ class Replication(FailoverMixin):
         else:
             self.queue_overflow = True
         self._apply_wake.set()
-        self._schedule_ack()
+        self._ack_soon()
         if sync:
             if inline:
                 relay.sync()
@@ -832,7 +929,7 @@ class Replication(FailoverMixin):
                 await loop.run_in_executor(node._io, relay.sync)
             self.relay_synced = last
             fc.on_flushed(last)
-            self._schedule_ack()
+            self._ack_soon()
 
     async def relay_sync_everysec(self) -> None:
         if self.relay is None or self.relay_synced >= self.relay_written:
@@ -844,6 +941,12 @@ class Replication(FailoverMixin):
         self._schedule_ack()
 
     # ------------------------------------------------------------------ follower: acks
+    def _ack_soon(self) -> None:
+        """An ack for a batch just received / flushed / applied: now if the leader waits for
+        acks (``_prompt``), else the next tick's ack carries it."""
+        if self._prompt:
+            self._schedule_ack()
+
     def _schedule_ack(self) -> None:
         if self._ack_scheduled or self.role != "follower":
             return
