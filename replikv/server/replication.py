@@ -147,7 +147,8 @@ class Replication(FailoverMixin):
         self.tail_bytes = 0
         self._data_event = asyncio.Event()
         self._ack_requests = 0      # bumped by request_acks: senders send a heartbeat at once
-        self._prompt = True         # follower: the leader wants an ack for every batch
+        self._prompt = 2            # follower: which acks the leader wants per batch (prompt_acks)
+        self._lazy_sent = 0         # leader: the last seq sent with ack 0 (WAIT must then ask)
         self._senders: dict[int, asyncio.Task] = {}
         self._streams: dict[int, _Stream] = {}
         self._peer_server = None
@@ -234,9 +235,12 @@ class Replication(FailoverMixin):
                 wake = True
                 continue
             if msg is None:
+                ack = self.prompt_acks()
+                if not ack:
+                    self._lazy_sent = last
                 msg = encode_message({"t": "records", "first": first, "last": last, "frames": data,
                                       "leader_last": node.durable_seq(), "leader_time_ms": node.clock.now_ms(),
-                                      "epoch": self.election.epoch, "ack": self.prompt_acks()})
+                                      "epoch": self.election.epoch, "ack": ack})
             try:
                 s.conn.send_raw(msg)
             except ConnectionError:
@@ -261,7 +265,7 @@ class Replication(FailoverMixin):
         return self.leader_core.policy_watermark(policy, local_durable)
 
     def on_visible(self, seq: int) -> None:
-        if self.role == "follower" and self._prompt:
+        if self.role == "follower" and self._prompt == 2:
             self._schedule_ack()
 
     # ------------------------------------------------------------------ leader: peer server
@@ -388,15 +392,22 @@ class Replication(FailoverMixin):
                 log.info("node %d (%s:%d) joined the cluster file", n.node_id, n.host, n.port)
         return any(n.node_id == node_id for n in c.nodes)
 
-    def prompt_acks(self) -> bool:
-        """Does anything on this leader wait for follower acks right now? Then followers ack
-        every batch as it arrives; otherwise only on their tick (every heartbeat, at most
-        100 ms), for lag monitoring and leases, as Redis replicas send REPLCONF ACK once a
-        second. Under async acks with nobody waiting, an ack per batch (two, received and
-        applied, from each follower) was most of the leader's replication work. Told to
-        followers in every ``records`` / ``hb`` message (``ack``)."""
-        return (self.policy.kind != "async" or bool(self.wait_list) or bool(self.node.waiters)
-                or self.switching)
+    def prompt_acks(self) -> int:
+        """Which acks does anything on this leader wait for right now? Told to followers in
+        every ``records`` / ``hb`` message (``ack``):
+          0  nothing waits: followers ack only on their tick (every heartbeat, at most
+             100 ms), for lag monitoring and leases, as Redis replicas send REPLCONF ACK
+             once a second. Under async acks an ack per batch (two per follower, received
+             and applied) was most of the leader's replication work;
+          1  received / flushed (semi-sync, sync:received|flushed, WAIT): an ack as soon as
+             a batch is in the relay log (and when fsynced);
+          2  applied as well (sync:applied, a connection's own ACKMODE, a switchover)."""
+        p = self.policy
+        if p.kind != "async":
+            return 2 if p.kind == "sync" and p.level == "applied" else 1
+        if self.node.waiters or self.switching:
+            return 2
+        return 1 if self.wait_list else 0
 
     def request_acks(self) -> None:
         """Something started waiting for acks (WAIT, switchover): every sender sends a
@@ -437,9 +448,12 @@ class Replication(FailoverMixin):
                         return
                     if node.logfmt is not None and node.logfmt.kind is not None:
                         frames = node.logfmt.to_events(frames, first, last)   # row / statement events
+                    ack = self.prompt_acks()
+                    if not ack:
+                        self._lazy_sent = max(self._lazy_sent, last)
                     conn.send({"t": "records", "first": first, "last": last, "frames": frames,
                                "leader_last": limit, "leader_time_ms": node.clock.now_ms(),
-                               "epoch": self.election.epoch, "ack": self.prompt_acks()})
+                               "epoch": self.election.epoch, "ack": ack})
                     s.next_seq = last + 1
                     s.last_sent = time.monotonic()
                     await conn.drain()
@@ -590,7 +604,10 @@ class Replication(FailoverMixin):
         slot = conn.reply_slot(on_leadership_loss=self.node.encode_for(conn, 0))
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         self.wait_list.append([conn, n, target, deadline, slot])
-        self.request_acks()   # followers may have the write and not have said so yet
+        if target <= self._lazy_sent:
+            # the write went out to followers that were told not to ack it yet: ask now (a
+            # write not sent yet goes out asking for acks, as the wait list is not empty)
+            self.request_acks()
 
     def _check_waits(self, now: float | None = None) -> None:
         if not self.wait_list:
@@ -804,7 +821,7 @@ class Replication(FailoverMixin):
                     raise PeerProtocolError(f"message from epoch {m_epoch} < ours ({e.epoch}): fenced off")
                 self._handle(e.on_leader_message(m_epoch, target, now))
                 self._last_leader_stamp = int(msg["leader_time_ms"])
-                self._prompt = bool(msg.get("ack", True))
+                self._prompt = int(msg.get("ack", 2))
             if t == "records":
                 await self._on_records(msg)
                 fc.on_leader_clock(int(msg["leader_last"]), int(msg["leader_time_ms"]), now)
@@ -942,8 +959,8 @@ class Replication(FailoverMixin):
 
     # ------------------------------------------------------------------ follower: acks
     def _ack_soon(self) -> None:
-        """An ack for a batch just received / flushed / applied: now if the leader waits for
-        acks (``_prompt``), else the next tick's ack carries it."""
+        """An ack for a batch just received / flushed: now if the leader waits for such acks
+        (``_prompt``), else the next tick's ack carries it."""
         if self._prompt:
             self._schedule_ack()
 
