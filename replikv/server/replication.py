@@ -937,8 +937,8 @@ class Replication(FailoverMixin):
             self.apply_queue.extend(recs)
         else:
             self.queue_overflow = True
+        self._ack_soon()          # first: the ack leaves before the apply task runs the batch
         self._apply_wake.set()
-        self._ack_soon()
         if sync:
             if inline:
                 relay.sync()
