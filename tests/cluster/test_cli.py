@@ -185,6 +185,7 @@ def _refused(p: subprocess.CompletedProcess, field: str) -> None:
 
 @pytest.mark.parametrize("flags, field", [
     (["--fsync", "sometimes"], "fsync"),
+    (["--fsync-writer", "sideways"], "fsync_writer"),
     (["--port", "70000"], "port"),
     (["--port", "0"], "port"),
     (["--port", "65000"], "peer_port"),
@@ -199,6 +200,7 @@ def test_node_bad_flags(tmp_path, flags, field):
 
 @pytest.mark.parametrize("toml, field", [
     (b'fsync = "sometimes"\n', "fsync"),
+    (b'fsync_writer = "later"\n', "fsync_writer"),
     (b"port = 123456\n", "port"),
     (b"bogus_setting = 1\n", "bogus_setting"),
     (b"[node]\nprot = 7000\n", "node.prot"),
