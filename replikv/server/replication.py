@@ -73,6 +73,7 @@ class _Stream:
 
 
 PUSH_MAX_BUFFERED = 4 << 20    # bytes queued to a follower above which the sender task takes over
+PUSH_DELAY = 0.001             # seconds: how long an async leader gathers writes per message
 
 
 class PeerConnection:
@@ -147,6 +148,7 @@ class Replication(FailoverMixin):
         self.tail_bytes = 0
         self._data_event = asyncio.Event()
         self._ack_requests = 0      # bumped by request_acks: senders send a heartbeat at once
+        self._wake_timer = None     # a pending _wake_senders (batches gathered under async acks)
         self._prompt = 2            # follower: which acks the leader wants per batch (prompt_acks)
         self._lazy_sent = 0         # leader: the last seq sent with ack 0 (WAIT must then ask)
         self._senders: dict[int, asyncio.Task] = {}
@@ -217,8 +219,23 @@ class Replication(FailoverMixin):
         while self.tail_bytes > TAIL_BYTES and len(self.tail) > 1:
             f = self.tail.popleft()
             self.tail_bytes -= len(f[2])
+        if not self.prompt_acks() and self._streams:
+            # nobody waits for the followers (async, no WAIT / ACKMODE): send a batch per
+            # PUSH_DELAY instead of one per loop iteration. Followers then read, write and
+            # apply a few large messages instead of many small ones (fewer syscalls per
+            # write on both sides); replication lag grows by at most PUSH_DELAY.
+            if self._wake_timer is None:
+                self._wake_timer = asyncio.get_running_loop().call_later(PUSH_DELAY, self._wake_senders)
+            return
         if self._push(data, first, last):
             self._data_event.set()
+
+    def _wake_senders(self) -> None:
+        """Send what is written now: every sender task wakes and ships its followers' tail."""
+        if self._wake_timer is not None:
+            self._wake_timer.cancel()
+            self._wake_timer = None
+        self._data_event.set()
 
     def _push(self, data: bytes, first: int, last: int) -> bool:
         """Send a batch just written straight to every follower whose sender is idle and
@@ -413,7 +430,7 @@ class Replication(FailoverMixin):
         """Something started waiting for acks (WAIT, switchover): every sender sends a
         heartbeat now, so each follower acks its positions at once."""
         self._ack_requests += 1
-        self._data_event.set()
+        self._wake_senders()
 
     async def _idle_wait(self, timeout: float) -> bool:
         self._data_event.clear()
@@ -604,6 +621,8 @@ class Replication(FailoverMixin):
         slot = conn.reply_slot(on_leadership_loss=self.node.encode_for(conn, 0))
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         self.wait_list.append([conn, n, target, deadline, slot])
+        if self._wake_timer is not None:
+            self._wake_senders()   # the write may still be gathering: send it now
         if target <= self._lazy_sent:
             # the write went out to followers that were told not to ack it yet: ask now (a
             # write not sent yet goes out asking for acks, as the wait list is not empty)
