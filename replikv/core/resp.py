@@ -130,7 +130,7 @@ class RequestParser:
     arguments arriving in small chunks costs linear time, not quadratic."""
 
     __slots__ = ("_buf", "_pos", "_need", "_args", "_left", "max_bulk_len", "max_multibulk_len",
-                 "max_inline_len", "_reader", "_ready", "_fast_max", "fast_chunks", "slow_chunks")
+                 "max_inline_len", "_reader", "_ready", "_ready_bytes", "_fast_max", "fast_chunks", "slow_chunks")
 
     def __init__(self, max_bulk_len: int = 512 * 1024 * 1024, max_multibulk_len: int = 1024 * 1024,
                  max_inline_len: int = 64 * 1024, fast: bool = True) -> None:
@@ -145,6 +145,7 @@ class RequestParser:
         # hiredis: the commands of the last chunk it parsed, returned before anything newer
         self._reader = hiredis.Reader() if fast and hiredis is not None else None
         self._ready: list[list[bytes]] = []
+        self._ready_bytes = 0
         # a chunk no longer than every limit cannot hold a frame over a limit (a bulk of L
         # bytes needs more than L bytes, a multibulk of N more than N bytes)
         self._fast_max = min(max_bulk_len, max_multibulk_len)
@@ -181,6 +182,7 @@ class RequestParser:
                     same = _encode_frames((c,)) == data
                 if same:
                     self.fast_chunks += 1
+                    self._ready_bytes += len(data)
                     if self._ready:
                         self._ready.insert(0, c)   # popped from the end: after the older ones
                     else:
@@ -196,6 +198,7 @@ class RequestParser:
                 else:
                     if _encode_frames(frames) == data:
                         self.fast_chunks += 1
+                        self._ready_bytes += len(data)
                         frames.reverse()   # popped from the end
                         if self._ready:    # older commands not yet taken go first
                             frames.extend(self._ready)
@@ -210,13 +213,19 @@ class RequestParser:
         return False
 
     def buffered(self) -> int:
-        return len(self._buf) - self._pos + len(self._ready)
+        """Bytes received and not yet taken as commands (those parsed ahead by hiredis count
+        whole until the last of them is taken)."""
+        return len(self._buf) - self._pos + self._ready_bytes
 
     def next_command(self) -> list[bytes] | None:
         """Return the next command as a list of arguments, ``[]`` for an empty inline line,
         or ``None`` if more data is needed. Raises ProtocolError on garbage."""
-        if self._ready:
-            return self._ready.pop()
+        ready = self._ready
+        if ready:
+            c = ready.pop()
+            if not ready:
+                self._ready_bytes = 0
+            return c
         buf = self._buf
         pos = self._pos
         n = len(buf)

@@ -19,6 +19,8 @@ from collections import deque
 from ..core.resp import Error, ProtocolError, RequestParser, encode
 
 OUT_HIGH = 256 * 1024  # bytes of replies queued before they are handed to the transport early
+_UNFILLED = float("inf")   # the position a reply slot waits for until it is filled
+HELD_READ_MAX = 64 * 1024  # bytes of requests buffered behind held replies before reading stops
 
 
 class WatchState:
@@ -79,6 +81,10 @@ class ClientConnection(asyncio.Protocol):
             return  # a protocol error closes this connection: buffer nothing more
         self.last_cmd_time = time.time()   # once per read, not per command (CLIENT LIST idle=)
         self.parser.feed(data)
+        if self.held:
+            # nothing runs until the held replies leave; stop reading once enough is buffered
+            self._update_reading()
+            return
         self._process()
 
     def _process(self) -> None:
@@ -142,11 +148,14 @@ class ClientConnection(asyncio.Protocol):
         self.close_after_flush()
 
     def _update_reading(self) -> None:
-        """Read from the client only while neither its replies (paused) nor held ones wait."""
+        """Read from the client unless its replies pile up (paused), or held replies wait and
+        more than HELD_READ_MAX bytes of its requests are buffered meanwhile. (Reading goes on
+        while a WAIT blocks a connection, as in Redis: stopping and restarting the socket
+        for every WAIT cost two epoll updates.)"""
         t = self.transport
         if t is None or t.is_closing():
             return
-        want = not (self.paused or self.held)
+        want = not (self.paused or (self.held and self.parser.buffered() > HELD_READ_MAX))
         if want != self._reading:
             self._reading = want
             if want:
@@ -190,7 +199,7 @@ class ClientConnection(asyncio.Protocol):
         """Reserve the place of a reply that is decided later (WAIT, FAILOVER); see fill_slot.
         ``on_leadership_loss``: the reply to give if this node stops leading meanwhile (None:
         the owner of the slot fills it itself)."""
-        e = [float("inf"), None, on_leadership_loss, "s", time.monotonic()]
+        e = [_UNFILLED, None, on_leadership_loss, "s", time.monotonic()]
         self.waiting.append(e)
         self.node.waiters.add(self)
         # a blocking command (as Redis's WAIT): the commands after it run only once it is answered
@@ -220,6 +229,11 @@ class ClientConnection(asyncio.Protocol):
         return not w
 
     def flush(self) -> None:
+        w = self.waiting
+        if w and w[0][0] == _UNFILLED and len(self.out) < 64 and not self.closing:
+            # a blocking command (WAIT, FAILOVER) waits for its answer: the replies before it
+            # leave together with it, in one write (the client reads them in order anyway)
+            return
         if self.out and self.transport is not None and not self.transport.is_closing():
             out = self.out
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
@@ -230,7 +244,11 @@ class ClientConnection(asyncio.Protocol):
             self.transport.close()
         elif self.held and not self.waiting:
             self.held = False
+            was = self._reading
             self._update_reading()
+            if was and self.parser.buffered():
+                # requests that arrived while held (reading never stopped): run them now
+                self.node._loop.call_soon(self._resume_process)
 
     def close_after_flush(self) -> None:
         self.closing = True

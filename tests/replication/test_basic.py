@@ -69,6 +69,35 @@ def test_20k_writes_converge_followers_read_only_info_and_role(leader_cluster):
         assert frole[4] == role[1]
 
 
+def test_wait_blocks_the_commands_pipelined_behind_it(leader_cluster):
+    """As in Redis, a blocked WAIT holds the connection's later commands: they run, in order,
+    only once it is answered (the socket keeps being read meanwhile, up to a bound)."""
+    import socket
+
+    cl = leader_cluster(3, ack_timeout_ms=1000)
+    port = cl.node(1).port
+    other = client(port)
+    other.delete("behind")
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        # 3 replicas do not exist: the WAIT runs out its 800 ms
+        s.sendall(b"*3\r\n$4\r\nWAIT\r\n$1\r\n3\r\n$3\r\n800\r\n")
+        time.sleep(0.2)
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$6\r\nbehind\r\n$1\r\n1\r\n"
+                  b"*2\r\n$4\r\nINCR\r\n$6\r\nbehind\r\n")
+        time.sleep(0.2)
+        assert other.get("behind") is None       # still held behind the WAIT
+        got = b""
+        while got.count(b"\r\n") < 3:
+            chunk = s.recv(1024)
+            assert chunk, got
+            got += chunk
+        assert got == b":2\r\n+OK\r\n:2\r\n", got
+        assert other.get("behind") == b"2"
+    finally:
+        s.close()
+
+
 def test_wait_numreplicas(leader_cluster):
     cl = leader_cluster(3, ack_timeout_ms=1000)
     r = client(cl.node(1).port)
