@@ -74,6 +74,7 @@ class _Stream:
 
 PUSH_MAX_BUFFERED = 4 << 20    # bytes queued to a follower above which the sender task takes over
 PUSH_DELAY = 0.001             # seconds: how long an async leader gathers writes per message
+PROMPT_GAP = 0.0002            # seconds: the least time between two pushes while acks are awaited
 
 
 class PeerConnection:
@@ -167,6 +168,7 @@ class Replication(FailoverMixin):
         self._data_event = asyncio.Event()
         self._ack_requests = 0      # bumped by request_acks: senders send a heartbeat at once
         self._wake_timer = None     # a pending _wake_senders (batches gathered under async acks)
+        self._last_push = 0.0       # loop time of the last push while acks are awaited
         self._prompt = 2            # follower: which acks the leader wants per batch (prompt_acks)
         self._lazy_sent = 0         # leader: the last seq sent with ack 0 (WAIT must then ask)
         self._senders: dict[int, asyncio.Task] = {}
@@ -237,7 +239,19 @@ class Replication(FailoverMixin):
         while self.tail_bytes > TAIL_BYTES and len(self.tail) > 1:
             f = self.tail.popleft()
             self.tail_bytes -= len(f[2])
-        if not self.prompt_acks() and self._streams:
+        ack = self.prompt_acks()
+        if ack and self._streams:
+            # acks are awaited: push now, unless the last push was less than PROMPT_GAP ago;
+            # then once the gap is over, with whatever was written meanwhile (under load the
+            # leader otherwise spent a third of its time writing tiny batches to followers)
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            if now - self._last_push < PROMPT_GAP:
+                if self._wake_timer is None:
+                    self._wake_timer = loop.call_at(self._last_push + PROMPT_GAP, self._wake_senders)
+                return
+            self._last_push = now
+        if not ack and self._streams:
             # nobody waits for the followers (async, no WAIT / ACKMODE): send a batch per
             # PUSH_DELAY instead of one per loop iteration. Followers then read, write and
             # apply a few large messages instead of many small ones (fewer syscalls per
@@ -253,6 +267,7 @@ class Replication(FailoverMixin):
         if self._wake_timer is not None:
             self._wake_timer.cancel()
             self._wake_timer = None
+        self._last_push = asyncio.get_running_loop().time()
         self._data_event.set()
 
     def _push(self, data: bytes, first: int, last: int) -> bool:
