@@ -169,6 +169,7 @@ class Replication(FailoverMixin):
         self._ack_requests = 0      # bumped by request_acks: senders send a heartbeat at once
         self._wake_timer = None     # a pending _wake_senders (batches gathered under async acks)
         self._last_push = 0.0       # loop time of the last push while acks are awaited
+        self._wake_due = 0.0        # loop time at which _wake_timer fires
         self._prompt = 2            # follower: which acks the leader wants per batch (prompt_acks)
         self._lazy_sent = 0         # leader: the last seq sent with ack 0 (WAIT must then ask)
         self._senders: dict[int, asyncio.Task] = {}
@@ -242,13 +243,17 @@ class Replication(FailoverMixin):
         ack = self.prompt_acks()
         if ack and self._streams:
             # acks are awaited: push now, unless the last push was less than PROMPT_GAP ago;
-            # then once the gap is over, with whatever was written meanwhile (under load the
-            # leader otherwise spent a third of its time writing tiny batches to followers)
+            # then the sender tasks send it when the gap is over, with whatever was written
+            # meanwhile (under load the leader otherwise spent a third of its time writing
+            # tiny batches to followers). uvloop runs a timer under 0.5 ms as call_soon, so
+            # there the batch leaves on the next loop iteration; 0.5 ms (a 1 ms uvloop
+            # timer) measured much worse, 0.1 ms a little worse (docs/benchmarks.md).
             loop = asyncio.get_running_loop()
             now = loop.time()
             if now - self._last_push < PROMPT_GAP:
                 if self._wake_timer is None:
-                    self._wake_timer = loop.call_at(self._last_push + PROMPT_GAP, self._wake_senders)
+                    self._wake_due = self._last_push + PROMPT_GAP
+                    self._wake_timer = loop.call_at(self._wake_due, self._wake_senders)
                 return
             self._last_push = now
         if not ack and self._streams:
@@ -257,7 +262,9 @@ class Replication(FailoverMixin):
             # apply a few large messages instead of many small ones (fewer syscalls per
             # write on both sides); replication lag grows by at most PUSH_DELAY.
             if self._wake_timer is None:
-                self._wake_timer = asyncio.get_running_loop().call_later(PUSH_DELAY, self._wake_senders)
+                loop = asyncio.get_running_loop()
+                self._wake_due = loop.time() + PUSH_DELAY
+                self._wake_timer = loop.call_at(self._wake_due, self._wake_senders)
             return
         if self._push(data, first, last):
             self._data_event.set()
@@ -654,8 +661,8 @@ class Replication(FailoverMixin):
         slot = conn.reply_slot(on_leadership_loss=self.node.encode_for(conn, 0))
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         self.wait_list.append([conn, n, target, deadline, slot])
-        if self._wake_timer is not None:
-            self._wake_senders()   # the write may still be gathering: send it now
+        if self._wake_timer is not None and self._wake_due - asyncio.get_running_loop().time() > PROMPT_GAP:
+            self._wake_senders()   # the write is gathering for an async batch: send it now
         if target <= self._lazy_sent:
             # the write went out to followers that were told not to ack it yet: ask now (a
             # write not sent yet goes out asking for acks, as the wait list is not empty)

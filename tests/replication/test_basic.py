@@ -98,6 +98,28 @@ def test_wait_blocks_the_commands_pipelined_behind_it(leader_cluster):
         s.close()
 
 
+def test_wait_right_behind_pipelined_writes(leader_cluster):
+    """WAIT in the same pipeline as a burst of writes (under async acks the leader is then
+    still gathering them for its next message to the followers) and on many connections at
+    once: every WAIT is answered with both followers, no connection is dropped."""
+    cl = leader_cluster(3, ack_timeout_ms=1000)
+    port = cl.node(1).port
+    for round_ in range(20):
+        rs = [client(port) for _ in range(4)]
+        pipes = []
+        for i, r in enumerate(rs):
+            p = r.pipeline(transaction=False)
+            for j in range(50):
+                p.set(f"burst:{round_}:{i}:{j}", j)
+            p.wait(2, 5000)
+            pipes.append(p)
+        for p in pipes:
+            out = p.execute()
+            assert out[-1] == 2, out[-1]
+        for r in rs:
+            r.close()
+
+
 def test_wait_numreplicas(leader_cluster):
     cl = leader_cluster(3, ack_timeout_ms=1000)
     r = client(cl.node(1).port)
