@@ -23,7 +23,6 @@ Tricky cases:
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import time
@@ -552,7 +551,8 @@ class Replication(FailoverMixin):
             start = len(tail)
             while start > 0 and tail[start - 1][1] >= seq:
                 start -= 1
-            for first, lst, data in itertools.islice(tail, start, None):
+            for i in range(start, len(tail)):   # (islice would walk the deque from its head)
+                first, lst, data = tail[i]
                 if lst < seq or first > limit:
                     continue
                 if first < seq or lst > limit:
