@@ -3,6 +3,7 @@ streaming, and the same DIGEST at the end (MISSION L7)."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from tests.conftest import client, wait_for
@@ -30,7 +31,6 @@ def test_new_follower_joins_under_write_load(leader_cluster):
     try:
         wait_for(lambda: w.n >= 2000, 20, what="writer running")
         t0, n0 = time.monotonic(), w.n
-        cl.start_node(spec)
         seen: list[str] = []          # the follower's own view
         seen_leader: list[str] = []   # the leader's view of it
 
@@ -38,18 +38,37 @@ def test_new_follower_joins_under_write_load(leader_cluster):
             if s in ORDER and (not states or states[-1] != s):
                 states.append(s)
 
-        def follower_state():
+        def leader_view() -> None:
             for f in repl_status(cl, 1)["followers"]:
                 if f["node_id"] == spec.node_id:
                     note(seen_leader, f["state"])
+
+        # the leader's snapshot stage lasts as long as the transfer (tens of ms on loopback):
+        # a thread of its own watches the leader's view from before the follower starts
+        watching = threading.Event()
+
+        def watch_leader() -> None:
+            while not watching.is_set():
+                try:
+                    leader_view()
+                except Exception:  # noqa: BLE001 - the cluster is going away (test failed)
+                    return
+
+        watcher = threading.Thread(target=watch_leader, daemon=True)
+        watcher.start()
+        cl.start_node(spec)
+
+        def follower_state():
             s = repl_status(cl, spec.node_id)["state"]
             note(seen, s)
             return s == "streaming"
 
         wait_for(follower_state, 60, interval=0.005, what="node 4 streaming")
         # the leader sees it streaming too, while the writer keeps going
-        wait_for(lambda: follower_state() and seen_leader[-1] == "streaming", 10,
+        wait_for(lambda: follower_state() and seen_leader and seen_leader[-1] == "streaming", 10,
                  what=f"the leader seeing node 4 streaming (seen {seen_leader})")
+        watching.set()
+        watcher.join(10)
         rate = (w.n - n0) / (time.monotonic() - t0)
         assert w.error is None, w.error
     finally:
