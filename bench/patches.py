@@ -7,6 +7,12 @@ are in docs/benchmarks.md. They keep the behaviour the benchmark exercises (SET/
 RESP2, single commands, no MULTI, standalone) and fall back to the original code for
 everything else; the caveats a production version must handle are noted on each.
 
+Since 2026-11-22 replikv itself does what ``hiredis``, ``direct_reply`` and
+``lean_dispatch`` try (RequestParser._fast, Node._direct_replies, Node._run_one), with
+those caveats handled; ``inline_fsync`` became ``fsync_writer = "inline"``. These patches
+stay as the record of the experiments: on today's code they patch over the production
+versions, so a new measurement should start from base.
+
   hiredis        hiredis.Reader as the request parser (C), Python parser for inline input.
                  Caveats: hiredis accepts any RESP type inside the array (ints, nested
                  arrays) which Redis refuses, and does not refuse a huge declared $len

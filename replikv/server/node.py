@@ -481,10 +481,7 @@ class Node:
             seq = st.append(effects, now)
             if w:
                 needed = seq
-                conn.last_write_seq = seq
-                policy = conn.ack_policy
-                if conn.user_id is not None:
-                    self.user_positions[conn.user_id] = seq
+                policy = self._note_write(conn, seq)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
@@ -492,17 +489,32 @@ class Node:
             conn.reply_now(encode(r, conn.proto))
             return
         if self.visible_seq < st.last_seq:
-            # something is not yet durable: a reply that reveals it must wait for it
-            keys = cmd.keys(args)
-            if keys:
-                ks = st.ks
-                for k in keys:
-                    p = ks.key_pos(k)
-                    if p > needed:
-                        needed = p
-            elif not w or cmd.first_key == 0:
-                needed = max(needed, st.last_seq)
+            needed = self._reveals(cmd, args, w, needed)
         conn.reply(encode(r, conn.proto), needed, policy, "w" if w else "r")
+
+    def _note_write(self, conn: ClientConnection, seq: int):
+        """A connection's write got position ``seq``: remember it (LASTPOS, WAIT, SESSION
+        USER); returns the ack policy its reply waits for (None: the cluster's)."""
+        conn.last_write_seq = seq
+        if conn.user_id is not None:
+            self.user_positions[conn.user_id] = seq
+        return conn.ack_policy
+
+    def _reveals(self, cmd, args: list[bytes], wrote: bool, needed: int) -> int:
+        """Something is not yet durable: the position a reply to this command must wait for,
+        at least ``needed`` (the newest write to a key it touches; for a command over the
+        whole keyspace, everything written so far)."""
+        st = self.storage
+        keys = cmd.keys(args)
+        if keys:
+            ks = st.ks
+            for k in keys:
+                p = ks.key_pos(k)
+                if p > needed:
+                    needed = p
+        elif not wrote or cmd.first_key == 0:
+            needed = max(needed, st.last_seq)
+        return needed
 
     def _direct_replies(self, conn: ClientConnection) -> bool:
         """May replies skip the durability queue? Yes when visibility is just "written to the
@@ -603,10 +615,7 @@ class Node:
             seq = st.append(ctx.effects, now) if self.logfmt is None else self.logfmt.append(ctx.effects, now)
             if wrote:
                 needed = seq
-                conn.last_write_seq = seq
-                policy = conn.ack_policy
-                if conn.user_id is not None:
-                    self.user_positions[conn.user_id] = seq
+                policy = self._note_write(conn, seq)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
@@ -620,14 +629,7 @@ class Node:
         if self.visible_seq < st.last_seq:
             # something is not yet durable: a reply that reveals it must wait for it
             for cmd, args in batch:
-                keys = cmd.keys(args)
-                if keys:
-                    for k in keys:
-                        p = ks.key_pos(k)
-                        if p > needed:
-                            needed = p
-                elif not cmd.is_write or cmd.first_key == 0:
-                    needed = max(needed, st.last_seq)
+                needed = self._reveals(cmd, args, cmd.is_write, needed)
         proto = conn.proto
         data = encode(replies[0] if single else replies, proto)
         conn.reply(data, needed, policy, "w" if wrote else "r")
