@@ -47,6 +47,7 @@ class ClientConnection(asyncio.Protocol):
         self.last_cmd_time = self.created
         self.last_cmd = "NULL"
         self.out: list[bytes] = []
+        self.acks: list[int] = []       # indices in ``out`` of write acknowledgements (vet_acks)
         # replies held back: [needed_seq, ack policy or None, bytes, kind, enqueued_at]
         # kind: "w" a write's reply, "r" a read's, "s" a slot filled later (WAIT)
         self.waiting: deque = deque()
@@ -188,12 +189,17 @@ class ClientConnection(asyncio.Protocol):
             node.waiters.add(self)
         else:
             self.out.append(data)
+            if kind == "w":
+                self.acks.append(len(self.out) - 1)
 
-    def reply_now(self, data: bytes) -> None:
+    def reply_now(self, data: bytes, kind: str = "r") -> None:
+        """Queue a reply that needs nothing more (``kind`` "w": a write's acknowledgement)."""
         if self.waiting:
-            self.waiting.append([0, None, data, "r", time.monotonic()])
+            self.waiting.append([0, None, data, kind, time.monotonic()])
         else:
             self.out.append(data)
+            if kind == "w":
+                self.acks.append(len(self.out) - 1)
 
     def reply_slot(self, on_leadership_loss: bytes | None = None) -> list:
         """Reserve the place of a reply that is decided later (WAIT, FAILOVER); see fill_slot.
@@ -222,6 +228,8 @@ class ClientConnection(asyncio.Protocol):
             e = w[0]
             if e[0] > (visible if e[1] is None else node.watermark_for(e[1])):
                 break
+            if e[3] == "w":
+                self.acks.append(len(self.out))
             self.out.append(e[2])
             w.popleft()
         if self.out:
@@ -234,6 +242,8 @@ class ClientConnection(asyncio.Protocol):
             # a blocking command (WAIT, FAILOVER) waits for its answer: the replies before it
             # leave together with it, in one write (the client reads them in order anyway)
             return
+        if self.acks:
+            self.node.vet_acks(self)   # a leader that lost its lease must not say OK now
         if self.out and self.transport is not None and not self.transport.is_closing():
             out = self.out
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))

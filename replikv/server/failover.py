@@ -327,6 +327,19 @@ class FailoverMixin:
         self.failovers_seen += 1
 
     # ------------------------------------------------------------------ the leader's gate
+    def acks_lapsed(self) -> bool:
+        """May write acknowledgements decided as leader still leave? No once this node no
+        longer leads, or (with automatic failover) its lease has run out."""
+        if self.role != "leader":
+            return True
+        if not self.cluster.auto_failover:
+            return False
+        now = self.node.clock.now_ms()
+        if now < self.lease_until:
+            return False
+        self.lease_until = self.election.lease_until_ms(now)
+        return now >= self.lease_until
+
     def gate(self, is_write: bool) -> str | None:
         """Why this leader must refuse a command now (no lease, switchover), or None."""
         if self.role != "leader":

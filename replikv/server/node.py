@@ -486,7 +486,7 @@ class Node:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
         if self._direct_replies(conn):
-            conn.reply_now(encode(r, conn.proto))
+            conn.reply_now(encode(r, conn.proto), "w" if w and self.repl is not None else "r")
             return
         if self.visible_seq < st.last_seq:
             needed = self._reveals(cmd, args, w, needed)
@@ -515,6 +515,23 @@ class Node:
         elif not wrote or cmd.first_key == 0:
             needed = max(needed, st.last_seq)
         return needed
+
+    def vet_acks(self, conn: ClientConnection) -> None:
+        """Write acknowledgements are about to leave (``conn.acks``: their places in
+        ``conn.out``). If this node stopped leading, or its lease ran out, since they were
+        decided (the process was frozen by SIGSTOP, or its loop starved between running the
+        writes and sending the replies), a new leader may exist without these writes: they
+        get NOTACKED (outcome unknown) instead of OK, so no acknowledgement from a replaced
+        leader reaches a client."""
+        r = self.repl
+        if r is not None and r.acks_lapsed():
+            err = encode(Error("NOTACKED this node lost its leader lease before the write was acknowledged; "
+                               "its outcome is unknown"), conn.proto)
+            out = conn.out
+            for i in conn.acks:
+                out[i] = err
+            self.metrics.ack_timeouts.inc(len(conn.acks))
+        conn.acks.clear()
 
     def _direct_replies(self, conn: ClientConnection) -> bool:
         """May replies skip the durability queue? Yes when visibility is just "written to the
@@ -561,6 +578,7 @@ class Node:
                 if e[3] == "w" and e[0]:
                     e[2] = encode(Error(f"NOTACKED {reason} before this write (seq {e[0]}) was acknowledged; "
                                         f"its outcome is unknown"), c.proto)
+                    e[3] = "r"   # an error now, not an acknowledgement (vet_acks leaves it)
                     self.metrics.ack_timeouts.inc()
                 elif e[3] == "r" and e[0]:
                     e[2] = encode(Error(f"TRYAGAIN {reason}; read again from the current leader"), c.proto)
@@ -624,7 +642,8 @@ class Node:
         if self._direct_replies(conn):
             # fsync everysec/no and nothing to wait for but the log write itself: every reply
             # leaves after _flush (or flush_log) has written the log, so it goes straight out
-            conn.reply_now(encode(replies[0] if single else replies, conn.proto))
+            conn.reply_now(encode(replies[0] if single else replies, conn.proto),
+                           "w" if wrote and self.repl is not None else "r")
             return
         if self.visible_seq < st.last_seq:
             # something is not yet durable: a reply that reveals it must wait for it

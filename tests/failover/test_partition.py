@@ -164,3 +164,35 @@ def test_old_leader_rolled_back_reports_no_phantom_lag(failover_cluster):
     assert st1["lost_records"] == 20 and st1["applied"] == last < 30, st1
     assert st1["leader_last"] == last and st1["state"] == "streaming", st1
     assert st1["lag"]["applied"]["entries"] == 0, st1
+
+
+@pytest.mark.parametrize("ack", ["async", "semi-sync:1"])
+def test_no_ok_from_a_leader_whose_lease_ran_out_before_replying(failover_cluster, ack):
+    """A leader runs a write, then stops for longer than its lease before the reply leaves
+    (here DEBUG SLEEP pipelined behind it; in life a SIGSTOP or a starved loop). Meanwhile
+    the followers may elect a new leader that lacks the write, so the reply must not be OK:
+    it is NOTACKED (outcome unknown). The sleep's own reply is not a write's and stays OK."""
+    import socket
+
+    cl = failover_cluster(3, ack=ack)
+    port = cl.node(1).port
+    assert client(port).set("before", "1")
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$6\r\nfenced\r\n$1\r\n1\r\n"
+                  b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n2.5\r\n")
+        got = b""
+        while got.count(b"\r\n") < 2:
+            chunk = s.recv(4096)
+            assert chunk, got
+            got += chunk
+    finally:
+        s.close()
+    first, second = got.split(b"\r\n")[:2]
+    if ack == "async":
+        assert first.startswith(b"-NOTACKED "), got
+    else:
+        # semi-sync: the reply waited for a follower's ack; it came before the sleep ended
+        # (the write reached a follower) or it did not (NOTACKED): never an OK decided late
+        assert first == b"+OK" or first.startswith(b"-NOTACKED "), got
+    assert second == b"+OK", got
