@@ -332,13 +332,15 @@ class FailoverMixin:
         longer leads, or (with automatic failover) its lease has run out."""
         if self.role != "leader":
             return True
-        if not self.cluster.auto_failover:
-            return False
-        now = self.node.clock.now_ms()
+        return self.cluster.auto_failover and not self._lease_ok(self.node.clock.now_ms())
+
+    def _lease_ok(self, now: int) -> bool:
+        """Does this leader hold its lease at ``now``? (recomputed from acks once the cached
+        end has passed)"""
         if now < self.lease_until:
-            return False
+            return True
         self.lease_until = self.election.lease_until_ms(now)
-        return now >= self.lease_until
+        return now < self.lease_until
 
     def gate(self, is_write: bool) -> str | None:
         """Why this leader must refuse a command now (no lease, switchover), or None."""
@@ -350,11 +352,7 @@ class FailoverMixin:
             # with automatic failover off, a new leader can only come from this leader's own
             # switchover, so no lease is needed to know that it still leads
             return None
-        now = self.node.clock.now_ms()
-        if now < self.lease_until:
-            return None
-        self.lease_until = self.election.lease_until_ms(now)
-        if now < self.lease_until:
+        if self._lease_ok(self.node.clock.now_ms()):
             return None
         if not is_write and self.cluster.allow_stale_reads:
             return None
