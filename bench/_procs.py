@@ -192,3 +192,19 @@ def machine() -> dict:
         pass
     return {"nproc": os.cpu_count(), "cpu": cpu, "python": sys.version.split()[0],
             "platform": sys.platform}
+
+
+def wait_for(cond, timeout: float, what: str):
+    """Poll ``cond`` every 50 ms until it returns something true (returned); exceptions count
+    as "not yet" (servers start, restart and go away here). RuntimeError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = cond()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001
+            last = e
+        time.sleep(0.05)
+    raise RuntimeError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")

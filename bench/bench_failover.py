@@ -42,18 +42,6 @@ def rclient(port: int, timeout: float = 0.25) -> redis.Redis:
                        retry=Retry(NoBackoff(), 0))
 
 
-def wait(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - servers come and go here
-            last = e
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 # ---------------------------------------------------------------------------- replikv
@@ -75,7 +63,7 @@ def replikv_trials(trials: int) -> list[float]:
         for t in range(trials):
             leader = cl.wait_leader(30)
             others = [n for n in cl.nodes if n.node_id != leader.node_id]
-            wait(lambda lid=leader.node_id: _all_streaming(cl, lid), 30, "every follower streaming")
+            P.wait_for(lambda lid=leader.node_id: _all_streaming(cl, lid), 30, "every follower streaming")
             rclient(leader.port, 2).set("before", str(t))
             time.sleep(1.0)        # a settled cluster: followers have heard heartbeats for a while
             clients = [rclient(n.port) for n in others]
@@ -198,7 +186,7 @@ def sentinel_trials(trials: int) -> list[float]:
     try:
         for t in range(trials):
             master = _master_port(sports)
-            wait(lambda m=master: _sentinels_settled(sports, m, ports), 120, "sentinels and replicas settled")
+            P.wait_for(lambda m=master: _sentinels_settled(sports, m, ports), 120, "sentinels and replicas settled")
             rclient(master, 2).set("before", str(t))
             time.sleep(1.0)
             t0 = time.monotonic()

@@ -145,18 +145,6 @@ def _pct(sorted_xs: list[float], p: float) -> float:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - servers are starting
-            last = e
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def _cpu(pids: list[int]) -> float:
@@ -205,7 +193,7 @@ class Replikv:
         _CLUSTERS.append(self.cl)
         self.cl.start()
         self.leader = self.cl.leader()
-        _wait_for(lambda: self._followers_up(), 30, "both followers streaming")
+        _procs.wait_for(lambda: self._followers_up(), 30, "both followers streaming")
         self.port = self.leader.port
         # the leader's pid first, then the followers'
         self.pids = [self.cl.procs[self.leader.node_id].pid] + [
@@ -356,7 +344,7 @@ def run_redis(args, R: dict) -> None:
             info = m.info("replication")
             return info.get("connected_slaves") == 2 and all(
                 info.get(f"slave{i}", {}).get("state") == "online" for i in range(2))
-        _wait_for(online, 30, "both Redis replicas online")
+        _procs.wait_for(online, 30, "both Redis replicas online")
         m.close()
         pids = [p.pid for p in procs]
         if "1" in args.only:
