@@ -12,7 +12,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from replikv.cluster.local import LocalCluster
+from replikv.cluster.local import ClusterError, LocalCluster
 
 
 def _ephemeral_low() -> int:
@@ -64,6 +64,22 @@ def kill_all(cl: LocalCluster) -> None:
         cl.stop_agent()
     except Exception:  # noqa: BLE001
         pass
+
+
+def start_on_free_ports(create, attempts: int = 3) -> LocalCluster:
+    """``create()`` makes a LocalCluster on newly chosen free ports; start it. Ports free when
+    chosen may be taken meanwhile by another process's outgoing connection: then the cluster
+    is killed and a new one, on other ports, is made (up to ``attempts`` times)."""
+    for attempt in range(attempts):
+        cl = create()
+        try:
+            cl.start()
+            return cl
+        except ClusterError as e:
+            if "address already in use" not in str(e) or attempt == attempts - 1:
+                raise
+            kill_all(cl)
+    raise AssertionError("unreachable")
 
 
 def client(port: int, protocol: int = 3, **kw) -> redis.Redis:

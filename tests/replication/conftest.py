@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from replikv.cluster.local import ClusterError, LocalCluster
-from tests.conftest import client, free_base_port, kill_all, wait_for
+from replikv.cluster.local import LocalCluster
+from tests.conftest import client, free_base_port, kill_all, start_on_free_ports, wait_for
 
 
 @pytest.fixture
@@ -28,23 +28,17 @@ def leader_cluster(tmp_path):
         # lease now and then (NOLEASE) although every node is up
         cs = {"ack": ack, "ack_timeout_ms": ack_timeout_ms, "heartbeat_ms": heartbeat_ms,
               "election_timeout_ms": 3000, **(cluster_settings or {})}
-        for attempt in range(3):
+        def create() -> LocalCluster:
             cl = LocalCluster.create(str(tmp_path / f"cluster{len(made)}"), n, free_base_port(n + spare),
                                      mode="leader", settings=settings, cluster_settings=cs)
             for nid, args in (extra_args or {}).items():
                 cl.node(nid).extra_args = list(args)
             made.append(cl)
-            if not start:
-                return cl
-            try:
-                cl.start()
-                break
-            except ClusterError as e:
-                # the ports were free when chosen, but they lie in the kernel's ephemeral range, so
-                # another process's outgoing connection may take one meanwhile: choose others
-                if "address already in use" not in str(e) or attempt == 2:
-                    raise
-                kill_all(cl)
+            return cl
+
+        if not start:
+            return create()
+        cl = start_on_free_ports(create)
         wait_for(lambda: all_streaming(cl), 20, what="all followers streaming")
         return cl
 

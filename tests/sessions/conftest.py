@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 
 from replikv.client import Client
-from replikv.cluster.local import ClusterError, LocalCluster
-from tests.conftest import client, free_base_port, kill_all, wait_for
+from replikv.cluster.local import LocalCluster
+from tests.conftest import client, free_base_port, kill_all, start_on_free_ports, wait_for
 
 
 def repl_status(cl: LocalCluster, node_id: int) -> dict:
@@ -47,18 +47,13 @@ class ClusterFactory:
         # leaders, and a loaded machine must not start elections of its own
         cs = {"ack": "async", "heartbeat_ms": 100, "election_timeout_ms": 3000, "auto_failover": False,
               **cluster_settings}
-        for attempt in range(3):
+        def create() -> LocalCluster:
             cl = LocalCluster.create(str(self.root / f"cluster{len(self.made)}"), n, free_base_port(n * partitions),
                                      mode="leader", partitions=partitions, cluster_settings=cs)
             self.made.append(cl)
-            try:
-                cl.start()
-                break
-            except ClusterError as e:
-                # chosen ports may be taken meanwhile by another process's outgoing connection
-                if "address already in use" not in str(e) or attempt == 2:
-                    raise
-                kill_all(cl)
+            return cl
+
+        cl = start_on_free_ports(create)
         wait_for(lambda: all_streaming(cl), 30, what="every follower streaming")
         return cl
 
