@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from replikv.cluster.local import ClusterError, LocalCluster
+from replikv.cluster.local import ClusterError, LocalCluster, poll_until
 
 
 def _ephemeral_low() -> int:
@@ -89,17 +88,7 @@ def client(port: int, protocol: int = 3, **kw) -> redis.Redis:
 
 
 def wait_for(cond, timeout: float = 15.0, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - the condition may raise while a node starts
-            last = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    return poll_until(cond, timeout, what, interval, AssertionError)
 
 
 @pytest.fixture

@@ -39,6 +39,23 @@ class NodeSpec:
         return f"{self.host}:{self.port}"
 
 
+def poll_until(cond, timeout: float, what: str, interval: float = 0.02, error: type = TimeoutError):
+    """Call ``cond`` every ``interval`` s until it returns something true, and return that;
+    an exception counts as "not yet" (a node may be starting or gone). After ``timeout`` s
+    raise ``error`` naming ``what`` and the last result. (Tests and scenarios wait so.)"""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = cond()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001
+            last = e
+        time.sleep(interval)
+    raise error(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
 class ClusterError(Exception):
     pass
 

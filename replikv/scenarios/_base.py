@@ -22,7 +22,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from ..cluster.local import ClusterError, LocalCluster
+from ..cluster.local import ClusterError, LocalCluster, poll_until
 
 WIDTH = 96
 
@@ -78,17 +78,7 @@ def client(port: int, timeout: float = 5.0, host: str = "127.0.0.1") -> redis.Re
 
 
 def wait_for(cond, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-            if last:
-                return last
-        except Exception as e:  # noqa: BLE001 - a node may be starting or gone
-            last = e
-        time.sleep(interval)
-    raise ScenarioError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    return poll_until(cond, timeout, what, interval, ScenarioError)
 
 
 def repl(cl: LocalCluster, node_id: int, timeout: float = 1.0) -> dict | None:
