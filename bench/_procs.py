@@ -196,7 +196,9 @@ def machine() -> dict:
 
 def wait_for(cond, timeout: float, what: str):
     """Poll ``cond`` every 50 ms until it returns something true (returned); exceptions count
-    as "not yet" (servers start, restart and go away here). RuntimeError after ``timeout``."""
+    as "not yet" (servers start, restart and go away here). RuntimeError after ``timeout``.
+    (replikv.cluster.local.poll_until does the same; bench keeps its own copy because it
+    also measures older revisions, `--rev`, which lack it.)"""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
