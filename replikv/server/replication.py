@@ -166,9 +166,11 @@ class Replication(FailoverMixin):
         self.tail_bytes = 0
         self._data_event = asyncio.Event()
         self._ack_requests = 0      # bumped by request_acks: senders send a heartbeat at once
-        self._wake_timer = None     # a pending _wake_senders (batches gathered under async acks)
+        self._lazy_timer = None     # a pending _lazy_fire (batches gathered for PUSH_DELAY)
+        self._lazy_due = 0.0        # loop time at which _lazy_timer fires
+        self._gap_timer = None      # a pending _gap_fire (PROMPT_GAP between prompt pushes)
         self._last_push = 0.0       # loop time of the last push while acks are awaited
-        self._wake_due = 0.0        # loop time at which _wake_timer fires
+        self._chosen = frozenset()  # the followers that got the last prompt push (_prompt_set)
         self._prompt = 2            # follower: which acks the leader wants per batch (prompt_acks)
         self._lazy_sent = 0         # leader: the last seq sent with ack 0 (WAIT must then ask)
         self._senders: dict[int, asyncio.Task] = {}
@@ -180,6 +182,7 @@ class Replication(FailoverMixin):
         self._io_wanted = True
         self._apply_wanted = True
         self._apply_wake = asyncio.Event()
+        self._apply_idle = False    # the apply task is parked, caught up (see _on_records)
         self.relay: RecordLog | None = None
         self.apply_queue: deque = deque()   # (seq, epoch, ts_ms, effects, frame)
         self.queue_overflow = False
@@ -239,56 +242,149 @@ class Replication(FailoverMixin):
         while self.tail_bytes > TAIL_BYTES and len(self.tail) > 1:
             f = self.tail.popleft()
             self.tail_bytes -= len(f[2])
+        if not self._streams:
+            return
         ack = self.prompt_acks()
-        if ack and self._streams:
-            # acks are awaited: push now, unless the last push was less than PROMPT_GAP ago;
-            # then the sender tasks send it when the gap is over, with whatever was written
-            # meanwhile (under load the leader otherwise spent a third of its time writing
-            # tiny batches to followers). uvloop runs a timer under 0.5 ms as call_soon, so
-            # there the batch leaves on the next loop iteration; 0.5 ms (a 1 ms uvloop
-            # timer) measured much worse, 0.1 ms a little worse (docs/benchmarks.md).
-            loop = asyncio.get_running_loop()
-            now = loop.time()
-            if now - self._last_push < PROMPT_GAP:
-                if self._wake_timer is None:
-                    self._wake_due = self._last_push + PROMPT_GAP
-                    self._wake_timer = loop.call_at(self._wake_due, self._wake_senders)
-                return
-            self._last_push = now
-        if not ack and self._streams:
+        if not ack:
             # nobody waits for the followers (async, no WAIT / ACKMODE): send a batch per
             # PUSH_DELAY instead of one per loop iteration. Followers then read, write and
             # apply a few large messages instead of many small ones (fewer syscalls per
             # write on both sides); replication lag grows by at most PUSH_DELAY.
-            if self._wake_timer is None:
-                loop = asyncio.get_running_loop()
-                self._wake_due = loop.time() + PUSH_DELAY
-                self._wake_timer = loop.call_at(self._wake_due, self._wake_senders)
+            self._arm_lazy()
             return
-        if self._push(data, first, last):
+        # acks are awaited: push now to the followers whose acks are needed (all, or the k
+        # that prompt_followers picks; the others get gathered batches, as under async),
+        # unless the last push was less than PROMPT_GAP ago; then the gap timer sends it,
+        # with whatever was written meanwhile (under load the leader otherwise spent a third
+        # of its time writing tiny batches to followers). uvloop runs a timer under 0.5 ms
+        # as call_soon, so there the batch leaves on the next loop iteration; 0.5 ms (a
+        # 1 ms uvloop timer) measured much worse, 0.1 ms a little worse (docs/benchmarks.md).
+        chosen = self._prompt_set()
+        if chosen is not None:
+            self._arm_lazy()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now - self._last_push < PROMPT_GAP:
+            if self._gap_timer is None:
+                self._gap_timer = loop.call_at(self._last_push + PROMPT_GAP, self._gap_fire)
+            return
+        self._last_push = now
+        if self._push(data, first, last, chosen):
+            self._data_event.set()
+
+    def _prompt_set(self):
+        """The followers that get each batch at once while acks are awaited: None for all,
+        else a frozenset of node ids (LeaderCore.prompt_followers)."""
+        streams = self._streams
+        if len(streams) < 2:
+            return None
+        p = self.policy
+        names = None
+        if p.kind != "async":
+            if p.first:
+                return None      # FIRST k: the named order decides; every follower gets it at once
+            k = p.k
+            names = p.names or None
+        elif self.switching or not self.wait_list or any(c.ack_policy is not None for c in self.node.waiters):
+            return None
+        else:
+            k = max(item[1] for item in self.wait_list)
+        sent = {fid: s.next_seq - 1 for fid, s in streams.items() if names is None or fid in names}
+        if k >= len(sent):
+            return None
+        chosen = self.leader_core.prompt_followers(sent, k, self._chosen, self.node.clock.now_ms())
+        self._chosen = chosen
+        return chosen
+
+    def _arm_lazy(self) -> None:
+        if self._lazy_timer is None:
+            loop = asyncio.get_running_loop()
+            self._lazy_due = loop.time() + PUSH_DELAY
+            self._lazy_timer = loop.call_at(self._lazy_due, self._lazy_fire)
+
+    def _lazy_fire(self) -> None:
+        """The gathering delay is over: everything written goes to every follower."""
+        self._lazy_timer = None
+        if self._push_pending(self._streams):
+            self._data_event.set()
+
+    def _gap_fire(self) -> None:
+        """PROMPT_GAP is over: what was written meanwhile goes to the followers acks are awaited from."""
+        self._gap_timer = None
+        self._last_push = asyncio.get_running_loop().time()
+        chosen = self._prompt_set() if self.prompt_acks() else None
+        if self._push_pending(self._streams if chosen is None else chosen):
             self._data_event.set()
 
     def _wake_senders(self) -> None:
-        """Send what is written now: every sender task wakes and ships its followers' tail."""
-        if self._wake_timer is not None:
-            self._wake_timer.cancel()
-            self._wake_timer = None
+        """Every sender task wakes and ships its follower's tail (and a heartbeat if acks were requested)."""
         self._last_push = asyncio.get_running_loop().time()
         self._data_event.set()
 
-    def _push(self, data: bytes, first: int, last: int) -> bool:
-        """Send a batch just written straight to every follower whose sender is idle and
-        caught up (the common case while streaming): one encoding for all of them and no
-        task switch. Returns True if some sender task must still wake up (behind, busy,
-        a slow reader, or a log format that converts frames into events)."""
+    def _push_pending(self, fids) -> bool:
+        """Send each of these followers what it has not been sent yet, from the in-memory
+        tail, one encoding per start position. Returns True if some sender task must still
+        wake (not idle, a slow reader, records no longer in the tail, more than a message)."""
+        node = self.node
+        if node.logfmt is not None and node.logfmt.kind is not None:
+            return True
+        limit = node.durable_seq()
+        wake = False
+        made: dict = {}
+        for fid in fids:
+            s = self._streams.get(fid)
+            if s is None:
+                continue
+            first = s.next_seq
+            if first > limit:
+                continue
+            if not s.live or s.conn.buffered() > PUSH_MAX_BUFFERED:
+                wake = True
+                continue
+            got = made.get(first)
+            if got is None:
+                frames, last = self._tail_frames(first, limit)
+                if frames is None:
+                    wake = True
+                    continue
+                ack = self.prompt_acks()
+                if not ack:
+                    self._lazy_sent = max(self._lazy_sent, last)
+                got = made[first] = (encode_message(
+                    {"t": "records", "first": first, "last": last, "frames": frames, "leader_last": limit,
+                     "leader_time_ms": node.clock.now_ms(), "epoch": self.election.epoch, "ack": ack}), last)
+            try:
+                s.conn.send_raw(got[0])
+            except ConnectionError:
+                wake = True     # its sender task notices the closed link
+                continue
+            s.next_seq = got[1] + 1
+            s.last_sent = time.monotonic()
+            if got[1] < limit:
+                wake = True     # more than one message's worth: the sender task goes on
+        return wake
+
+    def _push(self, data: bytes, first: int, last: int, only=None) -> bool:
+        """Send a batch just written straight to every follower (or those in ``only``) whose
+        sender is idle and caught up (the common case while streaming): one encoding for all
+        of them and no task switch. Returns True if some sender task must still wake up
+        (behind, busy, a slow reader, or a log format that converts frames into events)."""
         wake = False
         msg = None
         node = self.node
         if node.logfmt is not None and node.logfmt.kind is not None:
             return True
-        for s in self._streams.values():
+        streams = self._streams
+        behind = None
+        for fid in (streams if only is None else only):
+            s = streams.get(fid)
+            if s is None:
+                continue
             if not s.live or s.next_seq != first or s.conn.buffered() > PUSH_MAX_BUFFERED:
-                wake = True
+                if s.live and s.next_seq < first:
+                    behind = [fid] if behind is None else behind + [fid]   # e.g. newly chosen
+                else:
+                    wake = True
                 continue
             if msg is None:
                 ack = self.prompt_acks()
@@ -304,6 +400,8 @@ class Replication(FailoverMixin):
                 continue
             s.next_seq = last + 1
             s.last_sent = time.monotonic()
+        if behind is not None and self._push_pending(behind):
+            wake = True
         return wake
 
     def on_appended(self, first: int, last: int, now_ms: int) -> None:
@@ -461,8 +559,13 @@ class Replication(FailoverMixin):
         p = self.policy
         if p.kind != "async":
             return 2 if p.kind == "sync" and p.level == "applied" else 1
-        if self.node.waiters or self.switching:
+        if self.switching:
             return 2
+        for c in self.node.waiters:
+            # replies held for a connection's own ACKMODE (WAIT slots and replies queued
+            # behind them are the wait list's business: they need "received" only)
+            if c.ack_policy is not None:
+                return 2
         return 1 if self.wait_list else 0
 
     def request_acks(self) -> None:
@@ -540,6 +643,19 @@ class Replication(FailoverMixin):
 
     async def _frames(self, seq: int, limit: int) -> tuple[bytes | None, int]:
         """Frames seq..(<= limit), from the in-memory tail or the log files."""
+        frames, last = self._tail_frames(seq, limit)
+        if frames is not None:
+            return frames, last
+        st = self.node.storage
+        loop = asyncio.get_running_loop()
+        got = await loop.run_in_executor(self.node._io, st.log.read_from, seq, SEND_BATCH_BYTES)
+        got = [(s, fr) for s, fr in got if s <= limit]
+        if not got or got[0][0] != seq:
+            return None, 0
+        return b"".join(fr for _, fr in got), got[-1][0]
+
+    def _tail_frames(self, seq: int, limit: int) -> tuple[bytes | None, int]:
+        """Frames seq..(<= limit) from the in-memory tail; (None, 0) if it no longer has seq."""
         tail = self.tail
         if tail and tail[0][0] <= seq:
             parts = []
@@ -573,14 +689,8 @@ class Replication(FailoverMixin):
                 if size >= SEND_BATCH_BYTES:
                     break
             if last >= seq:
-                return b"".join(parts), last
-        st = self.node.storage
-        loop = asyncio.get_running_loop()
-        got = await loop.run_in_executor(self.node._io, st.log.read_from, seq, SEND_BATCH_BYTES)
-        got = [(s, fr) for s, fr in got if s <= limit]
-        if not got or got[0][0] != seq:
-            return None, 0
-        return b"".join(fr for _, fr in got), got[-1][0]
+                return (parts[0] if len(parts) == 1 else b"".join(parts)), last
+        return None, 0
 
     async def _send_snapshot(self, conn: PeerConnection, fid: int) -> int:
         node = self.node
@@ -661,8 +771,9 @@ class Replication(FailoverMixin):
         slot = conn.reply_slot(on_leadership_loss=self.node.encode_for(conn, 0))
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         self.wait_list.append([conn, n, target, deadline, slot])
-        if self._wake_timer is not None and self._wake_due - asyncio.get_running_loop().time() > PROMPT_GAP:
-            self._wake_senders()   # the write is gathering for an async batch: send it now
+        if self._lazy_timer is not None and self._lazy_due - asyncio.get_running_loop().time() > PROMPT_GAP \
+                and self._gap_timer is None:
+            self._gap_fire()   # the write is gathering for an async batch: send it now
         if target <= self._lazy_sent:
             # the write went out to followers that were told not to ack it yet: ask now (a
             # write not sent yet goes out asking for acks, as the wait list is not empty)
@@ -997,8 +1108,10 @@ class Replication(FailoverMixin):
             self.apply_queue.extend(recs)
         else:
             self.queue_overflow = True
-        self._ack_soon()          # first: the ack leaves before the apply task runs the batch
-        self._apply_wake.set()
+        if self._prompt == 1 and not sync:
+            self._send_ack()      # now: the leader waits for "received", not for the apply
+        else:
+            self._ack_soon()      # after this callback: it then carries "applied" too
         if sync:
             if inline:
                 relay.sync()
@@ -1007,6 +1120,15 @@ class Replication(FailoverMixin):
             self.relay_synced = last
             fc.on_flushed(last)
             self._ack_soon()
+        if self._apply_idle and not self._data_lock.locked():
+            # the apply task is parked, caught up and nothing delays the apply: apply the batch
+            # here (as the leader pushes from on_written) instead of waking the task, which
+            # cost a task step, a sleep(0) and a timer per batch
+            self._apply_ready(2000)
+            if node.storage.last_seq < last:
+                self._apply_wake.set()   # more than the limit, a gap, overflow or a delay: the task goes on
+        else:
+            self._apply_wake.set()
 
     async def relay_sync_everysec(self) -> None:
         if self.relay is None or self.relay_synced >= self.relay_written:
@@ -1085,42 +1207,59 @@ class Replication(FailoverMixin):
                         continue
                 fc.next_unapplied_ts = None
                 self._apply_wake.clear()
-                await wait_event(self._apply_wake, 0.5)
+                # parked and caught up: _on_records may apply new batches itself meanwhile
+                self._apply_idle = not fc.apply_delay_ms
+                try:
+                    await wait_event(self._apply_wake, 0.5)
+                finally:
+                    self._apply_idle = False
                 continue
             # apply a batch without yielding, then let the loop breathe
-            n = 0
-            apply = st.ks.apply
-            while q and n < 2000 and (self._apply_wanted or self._draining):
-                seq, epoch, ts, effects, frame = q[0]
-                if seq != st.last_seq + 1:
-                    break
-                if fc.apply_delay_ms and not self._draining:
-                    wait = fc.apply_wait_ms(ts, node.clock.now_ms())
-                    if wait > 0:
-                        fc.next_unapplied_ts = ts
-                        break
-                q.popleft()
-                if epoch != self._hist_last_epoch:
-                    # the first record of a new epoch: extend the epoch history (as a timeline file)
-                    self._history().append([epoch, seq])
-                    self._hist_last_epoch = epoch
-                    st.meta.save()
-                if type(effects) is list:
-                    for eff in effects:
-                        apply(eff, seq)
-                    st.append_frame(frame, seq, epoch)
-                else:
-                    apply_event(node, effects, seq, epoch, ts)   # row / statement: its own record at seq
-                fc.on_applied(seq, ts)
-                n += 1
-            fc.next_unapplied_ts = q[0][2] if q else None
+            n = self._apply_ready(2000)
             if n:
-                node.schedule_log_flush()
                 await asyncio.sleep(0)
             else:
                 wait = fc.apply_wait_ms(q[0][2], node.clock.now_ms()) if q else 50
                 self._apply_wake.clear()
                 await wait_event(self._apply_wake, max(min(wait, 200), 1) / 1000)
+
+    def _apply_ready(self, limit: int) -> int:
+        """Apply up to ``limit`` queued records that are next in order and due (apply delay);
+        returns how many. Runs without yielding: from the apply task, and from ``_on_records``
+        for a batch that arrives while the apply task is idle and caught up."""
+        node = self.node
+        st = node.storage
+        fc = self.follower_core
+        q = self.apply_queue
+        n = 0
+        apply = st.ks.apply
+        while q and n < limit and (self._apply_wanted or self._draining):
+            seq, epoch, ts, effects, frame = q[0]
+            if seq != st.last_seq + 1:
+                break
+            if fc.apply_delay_ms and not self._draining:
+                wait = fc.apply_wait_ms(ts, node.clock.now_ms())
+                if wait > 0:
+                    fc.next_unapplied_ts = ts
+                    break
+            q.popleft()
+            if epoch != self._hist_last_epoch:
+                # the first record of a new epoch: extend the epoch history (as a timeline file)
+                self._history().append([epoch, seq])
+                self._hist_last_epoch = epoch
+                st.meta.save()
+            if type(effects) is list:
+                for eff in effects:
+                    apply(eff, seq)
+                st.append_frame(frame, seq, epoch)
+            else:
+                apply_event(node, effects, seq, epoch, ts)   # row / statement: its own record at seq
+            fc.on_applied(seq, ts)
+            n += 1
+        fc.next_unapplied_ts = q[0][2] if q else None
+        if n:
+            node.schedule_log_flush()
+        return n
 
     # ------------------------------------------------------------------ operator controls
     def control(self, action: str, what: str) -> None:

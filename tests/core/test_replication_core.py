@@ -307,3 +307,42 @@ def test_stale_current_follower_does_not_end_the_fallback():
     assert lc.degraded
     assert lc.on_ack(2, 15, 15, 15, 2000, leader_last=20) == []
     assert lc.degraded
+
+
+# ---------------------------------------------------------------------- prompt followers
+def test_prompt_followers_all_when_k_covers_them():
+    lc = leader("semi-sync:2", f2=(10, 10, 10), f3=(10, 10, 10))
+    assert lc.prompt_followers({2: 10, 3: 10}, 2, frozenset(), 0) == {2, 3}
+    assert lc.prompt_followers({2: 10, 3: 10}, 3, frozenset(), 0) == {2, 3}
+
+
+def test_prompt_followers_picks_the_most_advanced_then_keeps_it():
+    lc = leader("semi-sync:1", f2=(8, 8, 8), f3=(10, 10, 10), f4=(9, 9, 9))
+    sent = {2: 10, 3: 10, 4: 10}
+    chosen = lc.prompt_followers(sent, 1, frozenset(), 0)
+    assert chosen == {3}
+    # another follower overtakes it (a gathered batch acked first): the choice stays,
+    # as long as the chosen one keeps acking
+    lc.on_ack(2, 20, 20, 20, 2)
+    sent = {2: 20, 3: 25, 4: 20}
+    assert lc.prompt_followers(sent, 1, chosen, 2) is chosen
+    # two of three
+    assert lc.prompt_followers(sent, 2, frozenset(), 2) == {2, 3}
+
+
+def test_prompt_followers_replaces_a_stalled_one():
+    lc = leader("semi-sync:1", f2=(10, 10, 10), f3=(10, 10, 10))
+    chosen = frozenset({2})
+    # f2 was sent 30 and has not acked it; within the stall bound it stays
+    assert lc.prompt_followers({2: 30, 3: 10}, 1, chosen, 2) == {2}
+    # past the bound (no ack since t=0): the other follower takes over
+    assert lc.prompt_followers({2: 30, 3: 10}, 1, chosen, 4) == {3}
+    # a follower with nothing unacknowledged is not stalled, however long ago it acked
+    assert lc.prompt_followers({2: 10, 3: 10}, 1, chosen, 1000) == {2}
+
+
+def test_prompt_followers_skips_disconnected_ones():
+    lc = leader("semi-sync:1", f2=(50, 50, 50), f3=(10, 10, 10))
+    lc.on_disconnect(2)
+    assert lc.prompt_followers({2: 50, 3: 10}, 1, frozenset({2}), 0) == {3}
+    assert lc.prompt_followers({2: 50, 3: 10}, 1, frozenset(), 0) == {3}
