@@ -35,7 +35,7 @@ from ..core.replication import AckPolicy, FollowerCore, LeaderCore
 from ..logformats import apply_event
 from ..storage import snapshot as snap
 from ..storage.log import STORAGE_FORMAT_VERSION as FORMAT_VERSION
-from ..storage.log import RecordLog, decode_payload, iter_frames
+from ..storage.log import RecordLog, decode_payload, iter_frames, split_records
 from .failover import FailoverMixin
 
 log = logging.getLogger("replikv.repl")
@@ -262,7 +262,7 @@ class Replication(FailoverMixin):
         chosen = self._prompt_set()
         if chosen is not None:
             self._arm_lazy()
-        loop = asyncio.get_running_loop()
+        loop = self.node._loop
         now = loop.time()
         if now - self._last_push < PROMPT_GAP:
             if self._gap_timer is None:
@@ -298,7 +298,7 @@ class Replication(FailoverMixin):
 
     def _arm_lazy(self) -> None:
         if self._lazy_timer is None:
-            loop = asyncio.get_running_loop()
+            loop = self.node._loop
             self._lazy_due = loop.time() + PUSH_DELAY
             self._lazy_timer = loop.call_at(self._lazy_due, self._lazy_fire)
 
@@ -311,14 +311,14 @@ class Replication(FailoverMixin):
     def _gap_fire(self) -> None:
         """PROMPT_GAP is over: what was written meanwhile goes to the followers acks are awaited from."""
         self._gap_timer = None
-        self._last_push = asyncio.get_running_loop().time()
+        self._last_push = self.node._loop.time()
         chosen = self._prompt_set() if self.prompt_acks() else None
         if self._push_pending(self._streams if chosen is None else chosen):
             self._data_event.set()
 
     def _wake_senders(self) -> None:
         """Every sender task wakes and ships its follower's tail (and a heartbeat if acks were requested)."""
-        self._last_push = asyncio.get_running_loop().time()
+        self._last_push = self.node._loop.time()
         self._data_event.set()
 
     def _push_pending(self, fids) -> bool:
@@ -771,9 +771,9 @@ class Replication(FailoverMixin):
         slot = conn.reply_slot(on_leadership_loss=self.node.encode_for(conn, 0))
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         self.wait_list.append([conn, n, target, deadline, slot])
-        if self._lazy_timer is not None and self._lazy_due - asyncio.get_running_loop().time() > PROMPT_GAP \
-                and self._gap_timer is None:
-            self._gap_fire()   # the write is gathering for an async batch: send it now
+        if self._lazy_timer is not None and self._gap_timer is None and target <= self.node.durable_seq():
+            self._gap_fire()   # the write is gathering for an async batch: send it now (a write
+            # not written yet goes out at once when it is, as the wait list is not empty)
         if target <= self._lazy_sent:
             # the write went out to followers that were told not to ack it yet: ask now (a
             # write not sent yet goes out asking for acks, as the wait list is not empty)
@@ -1077,22 +1077,16 @@ class Replication(FailoverMixin):
         first, last = int(msg["first"]), int(msg["last"])
         if first != fc.received + 1:
             raise PeerProtocolError(f"records start at {first} but {fc.received + 1} was expected")
-        recs = []
-        expect = first
-        for off, end, payload in iter_frames(frames):
-            if payload is None:
-                raise PeerProtocolError("a replicated record failed its checksum")
-            rec = decode_payload(payload)
-            if rec.seq != expect:
-                raise PeerProtocolError(f"replicated record seq {rec.seq} where {expect} was expected")
-            recs.append((rec.seq, rec.epoch, rec.ts_ms, rec.effects, frames[off:end]))
-            expect += 1
-        if expect - 1 != last:
+        try:
+            recs = split_records(frames, first)
+        except ValueError as e:
+            raise PeerProtocolError(str(e)) from None
+        if not recs or recs[-1][0] != last:
             raise PeerProtocolError("records message is inconsistent")
         cfg = node.config
         sync = cfg.fsync == "always"
         inline = not sync or cfg.fsync_writer == "inline"
-        loop = asyncio.get_running_loop()
+        loop = self.node._loop
         relay = self.relay
         # received = in the relay log (written to the OS); flushed = fsynced. The write is
         # one os.write in this thread (as the leader's own log; a thread hop per batch cost
@@ -1150,7 +1144,7 @@ class Replication(FailoverMixin):
         if self._ack_scheduled or self.role != "follower":
             return
         self._ack_scheduled = True
-        asyncio.get_running_loop().call_soon(self._send_ack)
+        self.node._loop.call_soon(self._send_ack)
 
     def _send_ack(self) -> None:
         self._ack_scheduled = False
@@ -1233,31 +1227,36 @@ class Replication(FailoverMixin):
         q = self.apply_queue
         n = 0
         apply = st.ks.apply
+        append_frame = st.append_frame
+        delay = fc.apply_delay_ms and not self._draining
+        hist_epoch = self._hist_last_epoch
+        applied_ts = 0
         while q and n < limit and (self._apply_wanted or self._draining):
             seq, epoch, ts, effects, frame = q[0]
             if seq != st.last_seq + 1:
                 break
-            if fc.apply_delay_ms and not self._draining:
+            if delay:
                 wait = fc.apply_wait_ms(ts, node.clock.now_ms())
                 if wait > 0:
                     fc.next_unapplied_ts = ts
                     break
             q.popleft()
-            if epoch != self._hist_last_epoch:
+            if epoch != hist_epoch:
                 # the first record of a new epoch: extend the epoch history (as a timeline file)
                 self._history().append([epoch, seq])
-                self._hist_last_epoch = epoch
+                self._hist_last_epoch = hist_epoch = epoch
                 st.meta.save()
             if type(effects) is list:
                 for eff in effects:
                     apply(eff, seq)
-                st.append_frame(frame, seq, epoch)
+                append_frame(frame, seq, epoch)
             else:
                 apply_event(node, effects, seq, epoch, ts)   # row / statement: its own record at seq
-            fc.on_applied(seq, ts)
+            applied_ts = ts
             n += 1
         fc.next_unapplied_ts = q[0][2] if q else None
         if n:
+            fc.on_applied(st.last_seq, applied_ts)   # once per batch: nothing reads it in between
             node.schedule_log_flush()
         return n
 

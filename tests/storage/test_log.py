@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import threading
 
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -32,7 +33,17 @@ from replikv.core.keyspace import (
 )
 from replikv.storage import snapshot as snap
 from replikv.storage.engine import Storage
-from replikv.storage.log import MAGIC, CorruptLogError, RecordLog, encode_record, iter_frames
+from replikv.storage.log import (
+    MAGIC,
+    CorruptLogError,
+    Event,
+    Record,
+    RecordLog,
+    encode_frame,
+    encode_record,
+    iter_frames,
+    split_records,
+)
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -743,3 +754,39 @@ def test_random_history_recovers_same_digest(tmp_path_factory, steps, seg, keep,
         for e in effects:
             ks.apply(e, i + 1)
     assert digest(r.ks) == digest(ks)
+
+
+# ---------------------------------------------------------------------- split_records
+def test_split_records_gives_every_record_and_its_frame():
+    frames = [encode_record(s, 2, 1000 + s, [(0, b"k%d" % s, b"v", 0)]) for s in range(5, 9)]
+    event = encode_frame(msgpack.packb([9, 3, 2000, "stmt", [b"SET", b"a", b"1"]], use_bin_type=True))
+    with_images = encode_frame(Record(10, 3, 2001, [[0, b"b", b"2", 0]], ["r"], [["img"]]).to_payload())
+    data = b"".join(frames) + event + with_images
+    recs = split_records(data, 5)
+    assert [r[0] for r in recs] == [5, 6, 7, 8, 9, 10]
+    assert recs[0][1:3] == (2, 1005)
+    assert recs[0][3] == [[0, b"k5", b"v", 0]]
+    assert [r[4] for r in recs[:4]] == frames and recs[4][4] == event and recs[5][4] == with_images
+    assert recs[4][3] == Event("stmt", [b"SET", b"a", b"1"])
+    assert recs[5][3] == [[0, b"b", b"2", 0]]
+    # the same records as the reader of the log files sees
+    assert [(off, end) for off, end, _ in iter_frames(data)] == [
+        (sum(len(r[4]) for r in recs[:i]), sum(len(r[4]) for r in recs[:i + 1])) for i in range(6)]
+
+
+@pytest.mark.parametrize("damage", ["crc", "short", "order", "first"])
+def test_split_records_refuses_a_bad_batch(damage):
+    frames = [encode_record(s, 1, 0, []) for s in (1, 2, 3)]
+    first = 1
+    if damage == "crc":
+        bad = bytearray(frames[1])
+        bad[-1] ^= 0xFF
+        frames[1] = bytes(bad)
+    elif damage == "short":
+        frames[2] = frames[2][:-1]
+    elif damage == "order":
+        frames[1], frames[2] = frames[2], frames[1]
+    else:
+        first = 2
+    with pytest.raises(ValueError):
+        split_records(b"".join(frames), first)
