@@ -73,6 +73,8 @@ class _Stream:
 
 PUSH_MAX_BUFFERED = 4 << 20    # bytes queued to a follower above which the sender task takes over
 PUSH_DELAY = 0.001             # seconds: how long an async leader gathers writes per message
+SPARE_DELAY = 0.005            # seconds: the same for followers no write waits on while others are (see _prompt_set)
+INLINE_APPLY_MAX = 256         # records: a larger batch goes to the apply task (see _on_records)
 PROMPT_GAP = 0.0002            # seconds: the least time between two pushes while acks are awaited
 
 
@@ -261,7 +263,7 @@ class Replication(FailoverMixin):
         # 1 ms uvloop timer) measured much worse, 0.1 ms a little worse (docs/benchmarks.md).
         chosen = self._prompt_set()
         if chosen is not None:
-            self._arm_lazy()
+            self._arm_lazy(SPARE_DELAY)
         loop = self.node._loop
         now = loop.time()
         if now - self._last_push < PROMPT_GAP:
@@ -296,10 +298,10 @@ class Replication(FailoverMixin):
         self._chosen = chosen
         return chosen
 
-    def _arm_lazy(self) -> None:
+    def _arm_lazy(self, delay: float = PUSH_DELAY) -> None:
         if self._lazy_timer is None:
             loop = self.node._loop
-            self._lazy_due = loop.time() + PUSH_DELAY
+            self._lazy_due = loop.time() + delay
             self._lazy_timer = loop.call_at(self._lazy_due, self._lazy_fire)
 
     def _lazy_fire(self) -> None:
@@ -1114,10 +1116,15 @@ class Replication(FailoverMixin):
             self.relay_synced = last
             fc.on_flushed(last)
             self._ack_soon()
-        if self._apply_idle and not self._data_lock.locked():
-            # the apply task is parked, caught up and nothing delays the apply: apply the batch
-            # here (as the leader pushes from on_written) instead of waking the task, which
-            # cost a task step, a sleep(0) and a timer per batch
+        peer = self._peer
+        if self._apply_idle and len(recs) <= INLINE_APPLY_MAX and (peer is None or not peer._ready) \
+                and not self._data_lock.locked():
+            # the apply task is parked, caught up, nothing delays the apply, the batch is small
+            # and no other message waits: apply it here (as the leader pushes from on_written)
+            # instead of waking the task, which cost a task step, a sleep(0) and a timer per
+            # batch. A backlog (a burst, catching up) goes to the apply task, which lets the
+            # I/O task read on between its slices (applying it here made catch-up after a
+            # burst 5x slower: the reader stalled behind the applies)
             self._apply_ready(2000)
             if node.storage.last_seq < last:
                 self._apply_wake.set()   # more than the limit, a gap, overflow or a delay: the task goes on
