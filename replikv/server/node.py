@@ -74,6 +74,7 @@ class Node:
         self.accepts_writes = True
         self.visible_seq = 0
         self.waiters: set[ClientConnection] = set()
+        self.ackmode_used = False        # some connection set its own ACKMODE (see Replication.prompt_acks)
         self.clients: dict[int, ClientConnection] = {}
         self._next_client_id = 1
         self._dirty: list[ClientConnection] = []

@@ -208,6 +208,7 @@ def cmd_ackmode(node, conn, args):
             conn.ack_policy = AckPolicy.parse(text)
         except PolicyError as e:
             raise C.CommandError(f"ERR {e}") from None
+        node.ackmode_used = True
     _reply(conn, OK)
 
 

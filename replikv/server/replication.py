@@ -287,10 +287,11 @@ class Replication(FailoverMixin):
                 return None      # FIRST k: the named order decides; every follower gets it at once
             k = p.k
             names = p.names or None
-        elif self.switching or not self.wait_list or any(c.ack_policy is not None for c in self.node.waiters):
+        elif self.switching or not self.wait_list or self._ackmode_waits():
             return None
         else:
-            k = max(item[1] for item in self.wait_list)
+            wl = self.wait_list
+            k = wl[0][1] if len(wl) == 1 else max(item[1] for item in wl)
         sent = {fid: s.next_seq - 1 for fid, s in streams.items() if names is None or fid in names}
         if k >= len(sent):
             return None
@@ -561,14 +562,15 @@ class Replication(FailoverMixin):
         p = self.policy
         if p.kind != "async":
             return 2 if p.kind == "sync" and p.level == "applied" else 1
-        if self.switching:
+        if self.switching or self._ackmode_waits():
             return 2
-        for c in self.node.waiters:
-            # replies held for a connection's own ACKMODE (WAIT slots and replies queued
-            # behind them are the wait list's business: they need "received" only)
-            if c.ack_policy is not None:
-                return 2
         return 1 if self.wait_list else 0
+
+    def _ackmode_waits(self) -> bool:
+        """Replies held for a connection's own ACKMODE? (WAIT slots and the replies queued
+        behind them are the wait list's business: they need "received" only.)"""
+        node = self.node
+        return node.ackmode_used and any(c.ack_policy is not None for c in node.waiters)
 
     def request_acks(self) -> None:
         """Something started waiting for acks (WAIT, switchover): every sender sends a
@@ -784,11 +786,17 @@ class Replication(FailoverMixin):
     def _check_waits(self, now: float | None = None) -> None:
         if not self.wait_list:
             return
+        # as LeaderCore.replicas_at(target, "received") per WAIT, with the positions read once
+        # (this runs on every ack while WAITs are pending)
+        pos = [f.received for f in self.leader_core.followers.values()]
+        best = max(pos, default=0)
+        if now is None:
+            now = time.monotonic()
         keep = []
         for item in self.wait_list:
             conn, n, target, deadline, slot = item
-            count = self.leader_core.replicas_at(target, "received")
-            if count >= n or (deadline is not None and (now or time.monotonic()) >= deadline) or conn.closing:
+            count = 0 if target > best else sum(1 for p in pos if p >= target)
+            if count >= n or (deadline is not None and now >= deadline) or conn.closing:
                 conn.fill_slot(slot, self.node.encode_for(conn, count))
             else:
                 keep.append(item)
