@@ -303,7 +303,8 @@ class Node:
         local = self.durable_seq()
         v = self.repl.visible(local) if self.repl is not None else local
         self._wm_cache.clear()
-        if v > self.visible_seq:
+        advanced = v > self.visible_seq
+        if advanced:
             self.visible_seq = v
             ks = self.storage.ks
             ks.track_deletes = v < self.storage.last_seq or self.repl is not None
@@ -313,7 +314,9 @@ class Node:
                 self.repl.on_visible(v)
         if self.pos_waiters:
             self.check_pos_waiters()
-        if self.waiters:
+        if self.waiters and (advanced or self.ackmode_used):
+            # replies held for the visible position can only leave when it moves; those held
+            # for a connection's own ACKMODE policy follow that policy's watermark
             done = [c for c in self.waiters if c.release()]
             for c in done:
                 self.waiters.discard(c)
