@@ -72,7 +72,7 @@ class _Stream:
 
 
 PUSH_MAX_BUFFERED = 4 << 20    # bytes queued to a follower above which the sender task takes over
-PUSH_DELAY = 0.001             # seconds: how long an async leader gathers writes per message
+PUSH_DELAY = 0.002             # seconds: how long an async leader gathers writes per message
 SPARE_DELAY = 0.005            # seconds: the same for followers no write waits on while others are (see _prompt_set)
 INLINE_APPLY_MAX = 256         # records: a larger batch goes to the apply task (see _on_records)
 PROMPT_GAP = 0.0002            # seconds: the least time between two pushes while acks are awaited
@@ -251,7 +251,8 @@ class Replication(FailoverMixin):
             # nobody waits for the followers (async, no WAIT / ACKMODE): send a batch per
             # PUSH_DELAY instead of one per loop iteration. Followers then read, write and
             # apply a few large messages instead of many small ones (fewer syscalls per
-            # write on both sides); replication lag grows by at most PUSH_DELAY.
+            # write on both sides); replication lag grows by at most PUSH_DELAY (2 ms: 1 ms
+            # cost the followers about 0.7 µs and the leader 1 µs more per write, SET P1 -5%).
             self._arm_lazy()
             return
         # acks are awaited: push now to the followers whose acks are needed (all, or the k
