@@ -37,20 +37,22 @@ def status_renderable(rows: list[dict]):
         if lrep.get("semi_sync_degraded"):
             ack += " (DEGRADED: fell back to async)"
         ft = Table(title=f"followers (ack {ack})", expand=False)
-        for col in ("node", "state", "link", "io task", "apply task", "received", "flushed", "applied",
+        for col in ("node", "state", "link", "sync", "io task", "apply task", "received", "flushed", "applied",
                     "lag received", "lag flushed", "lag applied", "delay", "resyncs"):
             ft.add_column(col)
         seen_by_leader = {f["node_id"]: f for f in lrep.get("followers", [])}
         for r in followers:
             rp = r["replication"]
             lv = seen_by_leader.get(r["node_id"], {}).get("lag") or rp.get("lag") or {}
-            ft.add_row(str(r["node_id"]), rp.get("state", "-"), rp.get("link", "-"), rp.get("io_task", "-"),
+            ft.add_row(str(r["node_id"]), rp.get("state", "-"), rp.get("link", "-"),
+                       seen_by_leader.get(r["node_id"], {}).get("sync_state", "-"), rp.get("io_task", "-"),
                        rp.get("apply_task", "-"), str(rp.get("received")), str(rp.get("flushed")),
                        str(rp.get("applied")), _lag(lv.get("received")), _lag(lv.get("flushed")),
                        _lag(lv.get("applied")), f"{rp.get('apply_delay_ms', 0)} ms", str(rp.get("full_resyncs", 0)))
         for fid, f in seen_by_leader.items():
             if not any(r["node_id"] == fid for r in followers):
-                ft.add_row(str(fid), f.get("state", "-"), f.get("link", "-"), "?", "?", str(f.get("received")),
+                ft.add_row(str(fid), f.get("state", "-"), f.get("link", "-"), f.get("sync_state", "-"), "?", "?",
+                           str(f.get("received")),
                            str(f.get("flushed")), str(f.get("applied")), _lag(f["lag"]["received"]),
                            _lag(f["lag"]["flushed"]), _lag(f["lag"]["applied"]), "?", str(f.get("full_resyncs", 0)))
         parts.append(ft)

@@ -300,6 +300,19 @@ class Replication(FailoverMixin):
         self._chosen = chosen
         return chosen
 
+    def _sync_state(self, fid: int) -> str:
+        """For the status, as PostgreSQL's sync_state: "async" (the cluster's writes do not
+        wait for it), "sync" (each batch goes to it at once: writes wait for its ack), or
+        "spare" (writes wait for k other followers; it gets gathered batches, and takes over
+        when one of them stalls: see _prompt_set)."""
+        p = self.policy
+        if p.kind == "async" or (p.names and fid not in p.names):
+            return "async"
+        if fid not in self._streams:
+            return "-"
+        chosen = self._prompt_set()
+        return "sync" if chosen is None or fid in chosen else "spare"
+
     def _arm_lazy(self, delay: float = PUSH_DELAY) -> None:
         if self._lazy_timer is None:
             loop = self.node._loop
@@ -1332,7 +1345,8 @@ class Replication(FailoverMixin):
                            "address": f.address, "received": f.received, "flushed": f.flushed,
                            "applied": f.applied, "lag": lc.lag(f, now),
                            "last_ack_ms_ago": (now - f.last_ack_ms) if f.last_ack_ms else None,
-                           "full_resyncs": f.full_resyncs, "last_resync_reason": f.last_resync_reason})
+                           "full_resyncs": f.full_resyncs, "last_resync_reason": f.last_resync_reason,
+                           "sync_state": self._sync_state(f.node_id)})
             out["followers"] = fl
         else:
             fc = self.follower_core

@@ -127,3 +127,39 @@ def test_semisync_strict_fails_with_notacked(leader_cluster):
     # the unacknowledged writes were applied on the leader ("outcome unknown", not "failed")
     assert r.get("k") == b"v"
     wait_for(lambda: client(cl.node(2).port).get("k") == b"v", 10, what="the NOTACKED write replicated")
+
+
+def sync_states(cl) -> dict:
+    return {f["node_id"]: f["sync_state"] for f in repl_status(cl, 1)["followers"]}
+
+
+def test_semisync_k1_pushes_to_one_follower_and_switches_when_it_stalls(leader_cluster):
+    """With semi-sync:1 and two followers, each batch goes at once to one of them (status
+    "sync"); the other (status "spare") gets gathered batches. Pausing the "sync" one costs
+    writes a few milliseconds once: the spare acknowledges them and takes over. No fallback."""
+    cl = leader_cluster(3, ack="semi-sync:1", ack_timeout_ms=TIMEOUT_MS, cluster_settings=MANUAL)
+    r = client(cl.node(1).port)
+    for i in range(50):
+        r.set(f"warm:{i}", i)
+    states = sync_states(cl)
+    assert sorted(states.values()) == ["spare", "sync"], states
+    prompt = next(fid for fid, s in states.items() if s == "sync")
+    spare = next(fid for fid, s in states.items() if s == "spare")
+    cl.pause(prompt)
+    try:
+        took = [timed(lambda i=i: r.incr("ctr"))[1] for i in range(200)]
+        assert r.get("ctr") == b"200"
+        # the first write waits for the stall to be noticed (PROMPT_STALL_MS) and a gathered
+        # batch (SPARE_DELAY); the others go at once to the follower that took over
+        assert statistics.median(took) < LIMIT * 0.1, sorted(took)[-5:]
+        assert max(took) < LIMIT * 0.8, max(took)
+        assert sync_states(cl)[spare] == "sync"
+        st = repl_status(cl, 1)
+        assert st["semi_sync_degraded"] is False and st["semi_sync_fallbacks"] == 0
+    finally:
+        cl.resume(prompt)
+    wait_for(lambda: all_streaming(cl), 15, what="followers streaming again")
+    # every write reached both followers
+    for fid in (prompt, spare):
+        wait_for(lambda fid=fid: client(cl.node(fid).port).get("ctr") == b"200", 10,
+                 what=f"node {fid} has every write")
