@@ -47,6 +47,7 @@ class ClientConnection(asyncio.Protocol):
         self.last_cmd_time = self.created
         self.last_cmd = "NULL"
         self.out: list[bytes] = []
+        self.flush_queued = False       # in the node's list of connections to flush (schedule_flush)
         self.acks: list[int] = []       # indices in ``out`` of write acknowledgements (vet_acks)
         # replies held back: [needed_seq, ack policy or None, bytes, kind, enqueued_at]
         # kind: "w" a write's reply, "r" a read's, "s" a slot filled later (WAIT)
@@ -224,6 +225,7 @@ class ClientConnection(asyncio.Protocol):
         w = self.waiting
         node = self.node
         visible = node.visible_seq
+        moved = False
         while w:
             e = w[0]
             if e[0] > (visible if e[1] is None else node.watermark_for(e[1])):
@@ -232,8 +234,9 @@ class ClientConnection(asyncio.Protocol):
                 self.acks.append(len(self.out))
             self.out.append(e[2])
             w.popleft()
-        if self.out:
-            node.schedule_flush(self)
+            moved = True
+        if moved:
+            node.schedule_flush(self)   # (replies already in out were scheduled when they got there)
         return not w
 
     def flush(self) -> None:

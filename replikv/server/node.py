@@ -198,7 +198,9 @@ class Node:
         c.unwatch()
 
     def schedule_flush(self, c: ClientConnection) -> None:
-        self._dirty.append(c)
+        if not c.flush_queued:
+            c.flush_queued = True
+            self._dirty.append(c)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -211,6 +213,7 @@ class Node:
         if dirty:
             self._dirty = []
             for c in dirty:
+                c.flush_queued = False
                 c.flush()
 
     def flush_log(self) -> None:
@@ -317,7 +320,11 @@ class Node:
         if self.waiters and (advanced or self.ackmode_used):
             # replies held for the visible position can only leave when it moves; those held
             # for a connection's own ACKMODE policy follow that policy's watermark
-            done = [c for c in self.waiters if c.release()]
+            v = self.visible_seq
+            am = self.ackmode_used
+            # (a connection whose first held reply needs more than v, e.g. behind a WAIT, is
+            # skipped without a call: this runs for every ack and every log write)
+            done = [c for c in self.waiters if (am or not c.waiting or c.waiting[0][0] <= v) and c.release()]
             for c in done:
                 self.waiters.discard(c)
 
