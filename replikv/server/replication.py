@@ -169,7 +169,7 @@ class Replication(FailoverMixin):
         self._data_event = asyncio.Event()
         self._ack_requests = 0      # bumped by request_acks: senders send a heartbeat at once
         self._lazy_timer = None     # a pending _lazy_fire (batches gathered for PUSH_DELAY)
-        self._lazy_due = 0.0        # loop time at which _lazy_timer fires
+        self._lazy_last = 0.0       # loop time of the last _lazy_fire
         self._gap_timer = None      # a pending _gap_fire (PROMPT_GAP between prompt pushes)
         self._last_push = 0.0       # loop time of the last push while acks are awaited
         self._chosen = frozenset()  # the followers that got the last prompt push (_prompt_set)
@@ -248,11 +248,12 @@ class Replication(FailoverMixin):
             return
         ack = self.prompt_acks()
         if not ack:
-            # nobody waits for the followers (async, no WAIT / ACKMODE): send a batch per
-            # PUSH_DELAY instead of one per loop iteration. Followers then read, write and
-            # apply a few large messages instead of many small ones (fewer syscalls per
-            # write on both sides); replication lag grows by at most PUSH_DELAY (2 ms: 1 ms
-            # cost the followers about 0.7 µs and the leader 1 µs more per write, SET P1 -5%).
+            # nobody waits for the followers (async, no WAIT / ACKMODE): at most one batch per
+            # PUSH_DELAY instead of one per loop iteration (a write after a quiet spell goes
+            # at once). Under load followers then read, write and apply a few large messages
+            # instead of many small ones (fewer syscalls and wake-ups per write on both
+            # sides); replication lag grows by at most PUSH_DELAY (2 ms: with 1 ms the
+            # followers cost about 0.7 µs and the leader 1 µs more per write, SET P1 -5%).
             self._arm_lazy()
             return
         # acks are awaited: push now to the followers whose acks are needed (all, or the k
@@ -263,17 +264,17 @@ class Replication(FailoverMixin):
         # as call_soon, so there the batch leaves on the next loop iteration; 0.5 ms (a
         # 1 ms uvloop timer) measured much worse, 0.1 ms a little worse (docs/benchmarks.md).
         chosen = self._prompt_set()
-        if chosen is not None:
-            self._arm_lazy(SPARE_DELAY)
         loop = self.node._loop
         now = loop.time()
         if now - self._last_push < PROMPT_GAP:
             if self._gap_timer is None:
                 self._gap_timer = loop.call_at(self._last_push + PROMPT_GAP, self._gap_fire)
-            return
-        self._last_push = now
-        if self._push(data, first, last, chosen):
-            self._data_event.set()
+        else:
+            self._last_push = now
+            if self._push(data, first, last, chosen):
+                self._data_event.set()
+        if chosen is not None:
+            self._arm_lazy(SPARE_DELAY)    # the spare followers (after the chosen got theirs)
 
     def _prompt_set(self):
         """The followers that get each batch at once while acks are awaited: None for all,
@@ -314,14 +315,22 @@ class Replication(FailoverMixin):
         return "sync" if chosen is None or fid in chosen else "spare"
 
     def _arm_lazy(self, delay: float = PUSH_DELAY) -> None:
+        """Gathered batches: a write leaves ``delay`` after it was written, with everything
+        written meanwhile; at once if no batch left for ``delay`` (a write after a quiet
+        spell is not held back). (Counting the delay from the last batch instead made
+        batches smaller under load: uvloop runs a timer due in under 0.5 ms at once.)"""
         if self._lazy_timer is None:
             loop = self.node._loop
-            self._lazy_due = loop.time() + delay
-            self._lazy_timer = loop.call_at(self._lazy_due, self._lazy_fire)
+            now = loop.time()
+            if now - self._lazy_last >= delay:
+                self._lazy_fire()
+            else:
+                self._lazy_timer = loop.call_at(now + delay, self._lazy_fire)
 
     def _lazy_fire(self) -> None:
-        """The gathering delay is over: everything written goes to every follower."""
+        """Everything written goes to every follower not sent it yet."""
         self._lazy_timer = None
+        self._lazy_last = self.node._loop.time()
         if self._push_pending(self._streams):
             self._data_event.set()
 
@@ -397,6 +406,8 @@ class Replication(FailoverMixin):
             s = streams.get(fid)
             if s is None:
                 continue
+            if s.next_seq > last:
+                continue        # sent already (a gathered batch just went out)
             if not s.live or s.next_seq != first or s.conn.buffered() > PUSH_MAX_BUFFERED:
                 if s.live and s.next_seq < first:
                     behind = [fid] if behind is None else behind + [fid]   # e.g. newly chosen
