@@ -558,6 +558,16 @@ def report(R: dict, rounds: int) -> list[dict]:
     for label in ("replikv", "pysyncobj no-batch", "pysyncobj batch"):
         print(f"  majority {label:<19} " + "  ".join(
             f"{x['ops']:,.0f}/s p50 {x['p50_ms']:.2f} p99 {x['p99_ms']:.2f} ({cpu(x)})" for x in R["majority"][label]))
+    # each round runs the systems back to back, so a ratio within one round is less exposed
+    # to the machine's load drifting over the run than the ratio of medians above
+    def per_round(a: list, b: list) -> str:
+        if len(a) != len(b):
+            return "- (a run failed)"
+        return " ".join(f"{x / y:.2f}" if x and y else "-" for x, y in zip(a, b, strict=True))
+    print("  ratio per round: SET P1 " + per_round(R["set_p1"]["replikv"], R["set_p1"]["redis"])
+          + "; SET+WAIT " + per_round([x["ops"] for x in R["wait"]["replikv"]], [x["ops"] for x in R["wait"]["redis"]])
+          + "; majority / PySyncObj no-batch " + per_round([x["ops"] for x in R["majority"]["replikv"]],
+                                                         [x["ops"] for x in R["majority"]["pysyncobj no-batch"]]))
     print("  catch-up ms " + "  ".join(
         f"{c['catchup_ms']:.1f} (behind {c['behind_at_ack']}, burst {c['burst_rps'] or 0:,.0f}/s)"
         if "catchup_ms" in c else c.get("error", "?") for c in R["catchup"]))
