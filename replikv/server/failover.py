@@ -311,6 +311,10 @@ class FailoverMixin:
             for t in list(self._senders.values()):
                 t.cancel()
             self._senders.clear()
+            for timer in (self._lazy_timer, self._gap_timer):   # pending pushes (see on_written)
+                if timer is not None:
+                    timer.cancel()
+            self._lazy_timer = self._gap_timer = None
             for f in self.leader_core.followers.values():
                 f.connected = False
             node.fail_waiting(f"leadership lost in epoch {epoch}")

@@ -352,6 +352,8 @@ class Replication(FailoverMixin):
         tail, one encoding per start position. Returns True if some sender task must still
         wake (not idle, a slow reader, records no longer in the tail, more than a message)."""
         node = self.node
+        if self.role != "leader":
+            return False    # a timer that outlived our leadership: never ship under a newer epoch
         if node.logfmt is not None and node.logfmt.kind is not None:
             return True
         limit = node.durable_seq()
@@ -636,6 +638,8 @@ class Replication(FailoverMixin):
                         return
                     if node.logfmt is not None and node.logfmt.kind is not None:
                         frames = node.logfmt.to_events(frames, first, last)   # row / statement events
+                    if self.role != "leader":
+                        break       # stepped down while reading: the epoch is no longer ours
                     ack = self.prompt_acks()
                     if not ack:
                         self._lazy_sent = max(self._lazy_sent, last)
