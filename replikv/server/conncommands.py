@@ -273,11 +273,11 @@ def cmd_save(node, conn, args):
 
 @conn_command
 def cmd_wait(node, conn, args):
-    C.parse_int(args[1])
+    n = C.parse_int(args[1])
     t = C.parse_int(args[2])
     if t < 0:
         raise C.CommandError("ERR timeout is negative")
-    node.cmd_wait(conn, args)
+    node.cmd_wait(conn, n, t)
 
 
 @conn_command

@@ -819,9 +819,7 @@ class Node:
             state = b"connect"
         return [b"slave", spec.host.encode(), spec.port, state, r.follower_core.applied]
 
-    def cmd_wait(self, conn: ClientConnection, args: list[bytes]) -> None:
-        n = int(args[1])
-        timeout_ms = int(args[2])
+    def cmd_wait(self, conn: ClientConnection, n: int, timeout_ms: int) -> None:
         if self.repl is None:
             # standalone: no replicas, so WAIT answers 0 at once (as Redis does without replicas)
             conn.reply_now(encode(0, conn.proto))

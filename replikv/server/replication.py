@@ -797,11 +797,14 @@ class Replication(FailoverMixin):
         """WAIT numreplicas timeout: Redis semantics (replicas that received the connection's
         last write), answered in order with the connection's other replies."""
         target = conn.last_write_seq
-        count = self.leader_core.replicas_at(target, "received") if self.role == "leader" else 0
-        if count >= n or self.role != "leader" or target == 0 and n <= count:
-            conn.reply_now(self.node.encode_for(conn, count))
+        if self.role != "leader":
+            conn.reply_now(b":0\r\n")
             return
-        slot = conn.reply_slot(on_leadership_loss=self.node.encode_for(conn, 0))
+        count = sum(1 for f in self.leader_core.followers.values() if f.received >= target)  # replicas_at
+        if count >= n:
+            conn.reply_now(b":%d\r\n" % count)
+            return
+        slot = conn.reply_slot(on_leadership_loss=b":0\r\n")   # (an integer reads the same in RESP2 and 3)
         deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
         self.wait_list.append([conn, n, target, deadline, slot])
         if self._lazy_timer is not None and self._gap_timer is None and target <= self.node.durable_seq():
@@ -826,7 +829,7 @@ class Replication(FailoverMixin):
             conn, n, target, deadline, slot = item
             count = 0 if target > best else sum(1 for p in pos if p >= target)
             if count >= n or (deadline is not None and now >= deadline) or conn.closing:
-                conn.fill_slot(slot, self.node.encode_for(conn, count))
+                conn.fill_slot(slot, b":%d\r\n" % count)
             else:
                 keep.append(item)
         self.wait_list = keep
