@@ -18,6 +18,7 @@ from ..core.replication import AckPolicy, PolicyError
 from ..core.resp import OK, Error, Map, encode
 from .commandinfo import CONNECTION_COMMANDS
 from .conncommands import _CONN_COMMANDS
+from .connection import _UNFILLED
 
 
 def _reply(conn, r) -> None:
@@ -117,10 +118,20 @@ def cmd_lastpos(node, conn, args):
 
 
 def cmd_pos(node, conn, args):
-    """POS: the position this node has applied and may show to readers."""
+    """POS: the position this node has applied and may show to readers, and never less than
+    what the replies before it on this connection show. A read of a key written past the
+    visible position is held until that write is durable (node.reply ``needed``); a POS
+    pipelined behind it leaves after it, so it reports at least that write's position:
+    reporting the visible position of the moment would tell the session it saw less than
+    it did, and a follower that has applied only that much could then serve it an older
+    value (monotonic reads broken by one write)."""
     if len(args) != 1:
         raise C.CommandError(C.arity_error("pos"))
-    _reply(conn, node.position().encode())
+    seq = node.visible_seq
+    for e in conn.waiting:
+        if e[0] > seq and e[0] != _UNFILLED:
+            seq = e[0]
+    _reply(conn, node.position(seq).encode())
 
 
 def cmd_waitpos(node, conn, args):

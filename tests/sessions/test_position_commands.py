@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import re
 import subprocess
+import threading
+import time
 
 from replikv.server.clusterconfig import key_slot, partition_of_slot
-from tests.conftest import wait_for
+from tests.conftest import client, wait_for
 from tests.sessions.conftest import followers, set_delay
 
 POSITION = re.compile(rb"^\d+:\d+$")
@@ -61,3 +63,44 @@ def test_lastpos_pos_waitpos_and_moved_from_redis_cli(two_partitions):
     assert cli(lead2.port, f"SET {other} there", f"GET {other}") == ["OK", "there"]
     wait_for(lambda: cli(followers(cl, 2)[0].port, f"GET {other}") == ["there"], 10,
              what="partition 2's follower to apply the write")
+
+
+def test_pos_behind_a_held_read_reports_the_write_that_read_shows(session_cluster):
+    """A read of a key whose newest write is not yet acknowledged is held until it is; a POS
+    pipelined behind that read leaves after it and must report at least that write's
+    position. (It once reported the visible position of the moment it ran, one write short:
+    the session then trusted a follower that had not applied the write it had already seen,
+    and a monotonic read went back by one.) Semi-sync with both followers paused holds the
+    write and the read deterministically, for the whole ack timeout."""
+    cl = session_cluster(3, ack="semi-sync:1", ack_timeout_ms=60_000)
+    leader = cl.leader(1)
+    writer, reader = client(leader.port), client(leader.port)
+    writer.set("held", "old")
+    cl.pause(2)
+    cl.pause(3)
+    try:
+        out: dict = {}
+        t = threading.Thread(target=lambda: out.update(set=writer.set("held", "new"), lastpos=writer.execute_command("LASTPOS")))
+        t.start()
+        def held() -> bool:
+            st = cl.http_get(leader, "/status")
+            return st["last_seq"] > st["visible_seq"]
+
+        wait_for(held, 10, what="the SET to wait for a follower's ack")
+        pipe = reader.pipeline(transaction=False)
+        pipe.get("held")
+        pipe.execute_command("POS")
+        got: dict = {}
+        r = threading.Thread(target=lambda: got.update(res=pipe.execute()))
+        r.start()
+        time.sleep(0.3)
+        assert t.is_alive() and r.is_alive(), "the write and the read wait for a follower's ack"
+    finally:
+        cl.resume(2)
+        cl.resume(3)
+    t.join(30)
+    r.join(30)
+    assert out["set"] is True and got["res"][0] == b"new"
+    write_seq = int(out["lastpos"].decode().split(":")[1])
+    pos_seq = int(got["res"][1].decode().split(":")[1])
+    assert pos_seq >= write_seq, (pos_seq, write_seq)
