@@ -595,7 +595,7 @@ def main() -> int:
     try:
         import pysyncobj  # noqa: F401
     except ImportError:
-        sys.exit("pysyncobj is not installed: pip install pysyncobj")
+        sys.exit("pysyncobj is not installed: pip install -e '.[bench]'")
     import atexit
     atexit.register(_stop_clusters)
 

@@ -149,14 +149,13 @@ class FailoverMixin:
 
     # ------------------------------------------------------------------ RPC
     async def _rpc(self, node_id: int, msg: dict, timeout: float) -> dict | None:
-        from .replication import PeerConnection
+        from .replication import open_peer
 
         host, port = self.cluster.peer_addr(self.node.config.node_id, node_id)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+            conn = await open_peer(host, port, timeout)
         except (OSError, asyncio.TimeoutError):
             return None
-        conn = PeerConnection(reader, writer)
         try:
             conn.send(msg)
             await conn.drain()

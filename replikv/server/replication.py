@@ -78,34 +78,128 @@ INLINE_APPLY_MAX = 256         # records: a larger batch goes to the apply task 
 PROMPT_GAP = 0.0002            # seconds: the least time between two pushes while acks are awaited
 
 
-class PeerConnection:
-    """A framed message stream over an asyncio StreamReader/Writer."""
+class PeerConnection(asyncio.Protocol):
+    """A framed message stream between two nodes, as an asyncio Protocol.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    ``recv()`` returns the next message to the task that drives the link. A *handler*
+    (``set_handler``) may take messages right in ``data_received`` instead: while that task
+    is parked in ``recv()`` with nothing queued, each message goes to ``handler(msg)``, which
+    handles it and returns True, or returns False to leave it (and every later one) to
+    ``recv()``. The task would have done the same work next; it is spared the wake-up, a
+    future and a task step per message (asyncio streams cost about 10 µs more per message
+    here than a protocol callback: bench/micro_recv.py). An exception raised by the handler
+    is raised by ``recv()``, as if the task had raised it, and closes the link."""
+
+    def __init__(self, on_connect=None) -> None:
+        self.transport: asyncio.Transport | None = None
         self.decoder = PeerDecoder()
         self._ready: deque = deque()
+        self._waiter: asyncio.Future | None = None      # recv() parked on it
+        self._exc: BaseException | None = None          # what recv() raises once the queue is empty
+        self._paused = False                            # the transport's write buffer is full
+        self._drain_waiter: asyncio.Future | None = None
+        self._lost = False
+        self.handler = None
         self.last_rx = 0.0          # loop time of the last read (see watch)
         self.silent_for = 0.0       # set when watch closed the link for silence
-        self._loop_time = asyncio.get_running_loop().time
-        peer = writer.get_extra_info("peername")
+        self.address = "?"
+        self._on_connect = on_connect
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ protocol callbacks
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._loop = loop = asyncio.get_running_loop()
+        self._loop_time = loop.time
+        self.last_rx = loop.time()
+        peer = transport.get_extra_info("peername")
         self.address = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if self._on_connect is not None:
+            self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._exc is not None:
+            return
+        self.last_rx = self._loop_time()
+        dec = self.decoder
+        dec.feed(data)
+        ready = self._ready
+        try:
+            while (m := dec.next_message()) is not None:
+                ready.append(m)
+            h = self.handler
+            if h is not None and self._waiter is not None:
+                while ready:
+                    m = ready.popleft()
+                    if not h(m):
+                        ready.appendleft(m)
+                        break
+        except Exception as e:  # noqa: BLE001 - a bad frame or a handler's error: the link's task raises it
+            self._fail(e)
+            return
+        if ready:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        return False    # close our side too: connection_lost follows
+
+    def connection_lost(self, exc) -> None:
+        self._lost = True
+        if self._exc is None:
+            if self.silent_for:
+                self._exc = ConnectionError(f"no message from the peer for {self.silent_for:.1f} s")
+            elif isinstance(exc, OSError):
+                self._exc = exc
+            else:
+                self._exc = ConnectionError("peer closed the connection")
+        self._wake()
+        w = self._drain_waiter
+        if w is not None:
+            self._drain_waiter = None
+            if not w.done():
+                w.set_exception(ConnectionResetError("Connection lost"))
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        w = self._drain_waiter
+        if w is not None:
+            self._drain_waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._exc is None:
+            self._exc = exc
+        self._ready.clear()
+        if self.transport is not None:
+            self.transport.close()
+        self._wake()
+
+    # ------------------------------------------------------------------ API
+    def set_handler(self, handler) -> None:
+        """``handler(msg) -> bool`` takes messages while the link's task waits in recv()."""
+        self.handler = handler
 
     async def recv(self) -> dict:
         while not self._ready:
-            data = await self.reader.read(1 << 20)
-            if not data:
-                if self.silent_for:
-                    raise ConnectionError(f"no message from the peer for {self.silent_for:.1f} s")
-                raise ConnectionError("peer closed the connection")
-            self.last_rx = self._loop_time()
-            self.decoder.feed(data)
-            while True:
-                m = self.decoder.next_message()
-                if m is None:
-                    break
-                self._ready.append(m)
+            if self._exc is not None:
+                raise self._exc
+            w = self._waiter = self._loop.create_future()
+            try:
+                await w
+            finally:
+                if self._waiter is w:
+                    self._waiter = None
         return self._ready.popleft()
 
     def watch(self, timeout: float) -> None:
@@ -113,11 +207,11 @@ class PeerConnection:
         ConnectionError). One timer for the connection's life, re-armed from the time of the
         last read, instead of a timeout around every recv (which cost a tenth of a follower's
         CPU when the leader sends many small batches)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self.last_rx = loop.time()
 
         def check() -> None:
-            if self.writer.is_closing():
+            if self.transport is None or self.transport.is_closing():
                 return
             idle = loop.time() - self.last_rx
             if idle >= timeout:
@@ -130,28 +224,44 @@ class PeerConnection:
 
     def send_raw(self, data: bytes) -> None:
         """Send a message already encoded (one encoding for every follower)."""
-        if self.writer.is_closing():
+        t = self.transport
+        if t is None or t.is_closing():
             raise ConnectionError("the peer connection is closed")
-        self.writer.write(data)
+        t.write(data)
 
     def buffered(self) -> int:
-        t = self.writer.transport
+        t = self.transport
         return t.get_write_buffer_size() if t is not None else 0
 
     def send(self, msg: dict) -> None:
-        if self.writer.is_closing():
-            # uvloop raises RuntimeError on a closed transport; a closed link is a ConnectionError
-            raise ConnectionError("the peer connection is closed")
-        self.writer.write(encode_message(msg))
+        self.send_raw(encode_message(msg))
 
     async def drain(self) -> None:
-        await self.writer.drain()
+        """Wait while the peer reads slower than we write (the transport paused us)."""
+        t = self.transport
+        if t is None or t.is_closing():
+            await asyncio.sleep(0)      # (as StreamWriter.drain: let connection_lost run)
+        if self._lost:
+            raise ConnectionResetError("Connection lost")
+        if not self._paused:
+            return
+        w = self._drain_waiter = self._loop.create_future()
+        await w
 
     def close(self) -> None:
-        try:
-            self.writer.close()
-        except Exception:  # noqa: BLE001
-            pass
+        t = self.transport
+        if t is not None:
+            try:
+                t.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+async def open_peer(host: str, port: int, timeout: float) -> PeerConnection:
+    """Connect to another node's peer port (within ``timeout`` seconds)."""
+    loop = asyncio.get_running_loop()
+    _, conn = await asyncio.wait_for(loop.create_connection(PeerConnection, host, port), timeout)
+    return conn
 
 
 class Replication(FailoverMixin):
@@ -178,6 +288,7 @@ class Replication(FailoverMixin):
         self._senders: dict[int, asyncio.Task] = {}
         self._streams: dict[int, _Stream] = {}
         self._peer_server = None
+        self._peer_tasks: set = set()  # one task per accepted peer connection (_handle_peer)
         self._tasks: list[asyncio.Task] = []
         self.io_running = False
         self.apply_running = False
@@ -212,8 +323,9 @@ class Replication(FailoverMixin):
         node.role = self.role
         node.accepts_writes = self.role == "leader"
         self.leader_core.last_seq = node.storage.last_seq
-        self._peer_server = await asyncio.start_server(self._handle_peer, cfg.host, cfg.effective_peer_port,
-                                                       reuse_address=True)
+        self._peer_server = await node._loop.create_server(
+            lambda: PeerConnection(on_connect=self._peer_accepted), cfg.host, cfg.effective_peer_port,
+            reuse_address=True)
         self._tasks.append(asyncio.create_task(self._tick_loop(), name="repl-tick"))
         await self._open_relay()
         self._tasks.append(asyncio.create_task(self._io_task(), name="repl-io"))
@@ -453,8 +565,12 @@ class Replication(FailoverMixin):
             self._schedule_ack()
 
     # ------------------------------------------------------------------ leader: peer server
-    async def _handle_peer(self, reader, writer) -> None:
-        conn = PeerConnection(reader, writer)
+    def _peer_accepted(self, conn: PeerConnection) -> None:
+        t = asyncio.ensure_future(self._handle_peer(conn))
+        self._peer_tasks.add(t)
+        t.add_done_callback(self._peer_tasks.discard)
+
+    async def _handle_peer(self, conn: PeerConnection) -> None:
         fid = None
         try:
             hello = await asyncio.wait_for(conn.recv(), 10)
@@ -522,18 +638,21 @@ class Replication(FailoverMixin):
                        "leader_time_ms": self.node.clock.now_ms()})
             sender = asyncio.create_task(self._sender(conn, fid, mode, start_seq))
             self._senders[fid] = sender
+            def on_message(msg: dict) -> bool:
+                # acks are handled as they arrive (PeerConnection's handler); anything else,
+                # and an ack once we no longer lead, goes to the loop below
+                if msg.get("t") != "ack" or self.role != "leader":
+                    return False
+                self._on_ack(fid, msg)
+                return True
+
+            conn.set_handler(on_message)
             while True:
                 msg = await conn.recv()
                 if msg.get("t") == "ack":
                     if self.role != "leader":
                         return
-                    self.election.on_follower_ack(fid, int(msg.get("echo_ms", 0)))
-                    events = self.leader_core.on_ack(fid, int(msg["received"]), int(msg["flushed"]),
-                                                     int(msg["applied"]), self.node.clock.now_ms(),
-                                                     int(msg.get("leader_last", 0)))
-                    self._handle_events(events)
-                    self.node._advance_visible()
-                    self._check_waits()
+                    self._on_ack(fid, msg)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, PeerProtocolError, OSError) as e:
             if fid is not None:
                 log.info("follower %d disconnected: %s", fid, e)
@@ -550,6 +669,16 @@ class Replication(FailoverMixin):
                 if self._senders.get(fid) is None or self._senders.get(fid).done():
                     self.leader_core.on_disconnect(fid)
             conn.close()
+
+    def _on_ack(self, fid: int, msg: dict) -> None:
+        """A follower's acknowledgement: its positions, the writes and WAITs it releases."""
+        self.election.on_follower_ack(fid, int(msg.get("echo_ms", 0)))
+        events = self.leader_core.on_ack(fid, int(msg["received"]), int(msg["flushed"]), int(msg["applied"]),
+                                         self.node.clock.now_ms(), int(msg.get("leader_last", 0)))
+        if events:
+            self._handle_events(events)
+        self.node._advance_visible()
+        self._check_waits()
 
     def _knows_node(self, node_id: int) -> bool:
         """Is ``node_id`` in the cluster? A node added to the cluster file after this one
@@ -922,14 +1051,13 @@ class Replication(FailoverMixin):
                 target = others[int(time.monotonic() * 10) % len(others)] if others else self.leader_id
             host, port = self.cluster.peer_addr(self.node.config.node_id, target)
             try:
-                reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+                conn = await open_peer(host, port, 2.0)
             except (OSError, asyncio.TimeoutError) as e:
                 self.follower_core.link_up = False
                 log.debug("cannot reach node %d at %s:%d: %s", target, host, port, e)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 0.5)
                 continue
-            conn = PeerConnection(reader, writer)
             self._peer = conn
             self._peer_leader = target
             try:
@@ -1022,19 +1150,51 @@ class Replication(FailoverMixin):
         snap_header = None
         hb_timeout = max(self.cluster.election_timeout_ms * 2, 3000) / 1000
         conn.watch(hb_timeout)
+
+        def following() -> bool:
+            return self._io_wanted and self.role != "leader" and self.election.leader_id == target \
+                and e.epoch == w_epoch
+
+        def from_leader(msg: dict, now: int) -> None:
+            m_epoch = int(msg.get("epoch", 0))
+            if not e.accepts(m_epoch):
+                raise PeerProtocolError(f"message from epoch {m_epoch} < ours ({e.epoch}): fenced off")
+            self._handle(e.on_leader_message(m_epoch, target, now))
+            self._last_leader_stamp = int(msg["leader_time_ms"])
+            self._prompt = int(msg.get("ack", 2))
+
+        def on_message(msg: dict) -> bool:
+            # records and heartbeats are handled as they arrive (PeerConnection's handler), as
+            # the loop below would; the rest (snapshots, a relay log written on the IO thread,
+            # a change of leader or epoch) is left to the loop
+            t = msg["t"]
+            if t == "records":
+                if not self._relay_inline() or not following():
+                    return False
+                now = node.clock.now_ms()
+                from_leader(msg, now)
+                self._on_records_now(msg)
+                fc.on_leader_clock(int(msg["leader_last"]), int(msg["leader_time_ms"]), now)
+                return True
+            if t == "hb" and following():
+                now = node.clock.now_ms()
+                from_leader(msg, now)
+                fc.on_leader_clock(int(msg["leader_last"]), int(msg["leader_time_ms"]), now)
+                self._schedule_ack()
+                return True
+            return False
+
+        conn.set_handler(on_message)
         while True:
-            if not self._io_wanted or self.role == "leader" or self.election.leader_id != target or e.epoch != w_epoch:
+            if not following():
                 return   # the leader or the epoch changed: reconnect (a new session, a new hello)
             msg = await conn.recv()
+            if not following():
+                return   # (changed while we waited: the message belongs to the old session)
             t = msg["t"]
             now = node.clock.now_ms()
             if t in ("records", "hb"):
-                m_epoch = int(msg.get("epoch", 0))
-                if not e.accepts(m_epoch):
-                    raise PeerProtocolError(f"message from epoch {m_epoch} < ours ({e.epoch}): fenced off")
-                self._handle(e.on_leader_message(m_epoch, target, now))
-                self._last_leader_stamp = int(msg["leader_time_ms"])
-                self._prompt = int(msg.get("ack", 2))
+                from_leader(msg, now)
             if t == "records":
                 await self._on_records(msg)
                 fc.on_leader_clock(int(msg["leader_last"]), int(msg["leader_time_ms"]), now)
@@ -1112,8 +1272,8 @@ class Replication(FailoverMixin):
         log.info("snapshot at seq %d installed (%d keys); catching up from %d", seq, len(st.ks), seq + 1)
         self._schedule_ack()
 
-    async def _on_records(self, msg: dict) -> None:
-        node = self.node
+    def _split_batch(self, msg: dict) -> tuple:
+        """Check a records message against what was received so far; its records."""
         fc = self.follower_core
         frames = msg["frames"]
         first, last = int(msg["first"]), int(msg["last"])
@@ -1125,18 +1285,11 @@ class Replication(FailoverMixin):
             raise PeerProtocolError(str(e)) from None
         if not recs or recs[-1][0] != last:
             raise PeerProtocolError("records message is inconsistent")
-        cfg = node.config
-        sync = cfg.fsync == "always"
-        inline = not sync or cfg.fsync_writer == "inline"
-        loop = self.node._loop
-        relay = self.relay
-        # received = in the relay log (written to the OS); flushed = fsynced. The write is
-        # one os.write in this thread (as the leader's own log; a thread hop per batch cost
-        # more than the write), unless fsync always runs on the IO thread (fsync_writer).
-        if inline:
-            relay.write_out(frames, last, first)
-        else:
-            await loop.run_in_executor(node._io, relay.write_out, frames, last, first)
+        return recs, frames, first, last
+
+    def _relay_written(self, recs: list, last: int, sync: bool) -> None:
+        """A batch is in the relay log (written to the OS): received; queue it for the apply."""
+        fc = self.follower_core
         self.relay_written = last
         self.received_epoch = recs[-1][1]
         fc.on_received(last)
@@ -1148,14 +1301,14 @@ class Replication(FailoverMixin):
             self._send_ack()      # now: the leader waits for "received", not for the apply
         else:
             self._ack_soon()      # after this callback: it then carries "applied" too
-        if sync:
-            if inline:
-                relay.sync()
-            else:
-                await loop.run_in_executor(node._io, relay.sync)
-            self.relay_synced = last
-            fc.on_flushed(last)
-            self._ack_soon()
+
+    def _relay_synced(self, last: int) -> None:
+        self.relay_synced = last
+        self.follower_core.on_flushed(last)
+        self._ack_soon()
+
+    def _after_records(self, recs: list, last: int) -> None:
+        node = self.node
         peer = self._peer
         if self._apply_idle and len(recs) <= INLINE_APPLY_MAX and (peer is None or not peer._ready) \
                 and not self._data_lock.locked():
@@ -1170,6 +1323,41 @@ class Replication(FailoverMixin):
                 self._apply_wake.set()   # more than the limit, a gap, overflow or a delay: the task goes on
         else:
             self._apply_wake.set()
+
+    def _relay_inline(self) -> bool:
+        """Is the relay log written (and fsynced) on the loop thread? Not when fsync always
+        runs on the IO thread (fsync_writer = "thread")."""
+        cfg = self.node.config
+        return cfg.fsync != "always" or cfg.fsync_writer == "inline"
+
+    def _on_records_now(self, msg: dict) -> None:
+        """A records message, with the relay log written on the loop thread: no await, so it
+        runs from PeerConnection's handler as the message arrives (see _follow)."""
+        recs, frames, first, last = self._split_batch(msg)
+        # received = in the relay log (written to the OS); flushed = fsynced. The write is
+        # one os.write in this thread (as the leader's own log; a thread hop per batch cost
+        # more than the write)
+        relay = self.relay
+        relay.write_out(frames, last, first)
+        sync = self.node.config.fsync == "always"
+        self._relay_written(recs, last, sync)
+        if sync:
+            relay.sync()
+            self._relay_synced(last)
+        self._after_records(recs, last)
+
+    async def _on_records(self, msg: dict) -> None:
+        if self._relay_inline():
+            self._on_records_now(msg)
+            return
+        # fsync always on the IO thread: the relay write and its fsync go there
+        recs, frames, first, last = self._split_batch(msg)
+        loop = self.node._loop
+        await loop.run_in_executor(self.node._io, self.relay.write_out, frames, last, first)
+        self._relay_written(recs, last, True)
+        await loop.run_in_executor(self.node._io, self.relay.sync)
+        self._relay_synced(last)
+        self._after_records(recs, last)
 
     async def relay_sync_everysec(self) -> None:
         if self.relay is None or self.relay_synced >= self.relay_written:
