@@ -91,3 +91,72 @@ def test_prompt_set_picks_k_followers_and_status_names_them():
     assert r._prompt_set() is None
     r.policy = AckPolicy.parse("async")
     assert r._prompt_set() is None and r._sync_state(2) == "async"
+
+
+class FakePeer:
+    def __init__(self) -> None:
+        self.rx_paused = False
+        self._ready: deque = deque()
+
+    def pause_reading(self) -> None:
+        self.rx_paused = True
+
+    def resume_reading(self) -> None:
+        self.rx_paused = False
+
+
+def make_follower() -> Replication:
+    from replikv.core.replication import FollowerCore
+    from replikv.server import replication as R
+
+    r = object.__new__(Replication)
+    r.role = "follower"
+    r.follower_core = FollowerCore()
+    r.apply_queue = deque()
+    r.queue_overflow = False
+    r._apply_wanted = True
+    r._prompt = 0
+    r._peer = FakePeer()
+    r.relay_written = 0
+    r.received_epoch = 0
+    r._ack_scheduled = False
+    r.node = types.SimpleNamespace(_loop=None)
+    r._high, r._low = R.APPLY_BACKLOG_HIGH, R.APPLY_BACKLOG_LOW
+    return r
+
+
+def receive(r: Replication, first: int, n: int) -> None:
+    recs = [(s, 7, 0, [], b"") for s in range(first, first + n)]
+    r._relay_written(recs, first + n - 1, sync=False)
+
+
+def test_a_follower_stops_reading_while_its_apply_backlog_is_high_and_reads_again_once_it_is_low():
+    """Records are taken from the socket as they arrive; the apply task applies a slice per
+    turn. Past APPLY_BACKLOG_HIGH unapplied records the follower stops reading from the
+    leader (TCP then holds the rest back), and reads again at APPLY_BACKLOG_LOW."""
+    r = make_follower()
+    receive(r, 1, r._high)
+    assert not r._peer.rx_paused                      # at the bound: still reading
+    receive(r, r._high + 1, 10)
+    assert r._peer.rx_paused
+    r._rx_check()
+    assert r._peer.rx_paused                          # nothing applied yet
+    for _ in range(len(r.apply_queue) - r._low):
+        r.apply_queue.popleft()                       # the apply task works through the backlog
+    r._rx_check()
+    assert not r._peer.rx_paused
+
+
+def test_a_stopped_or_delayed_apply_never_stops_the_relay_log_from_receiving():
+    r = make_follower()
+    r._apply_wanted = False                           # STOP REPLICA SQL_THREAD
+    receive(r, 1, r._high + 10)
+    assert not r._peer.rx_paused
+    r._apply_wanted = True
+    receive(r, r._high + 11, 10)
+    assert r._peer.rx_paused
+    r.follower_core.apply_delay_ms = 1000             # REPLICA DELAY: records wait on purpose
+    r._rx_check()
+    assert not r._peer.rx_paused
+    receive(r, r._high + 21, 10)
+    assert not r._peer.rx_paused
