@@ -75,8 +75,8 @@ PUSH_MAX_BUFFERED = 4 << 20    # bytes queued to a follower above which the send
 PUSH_DELAY = 0.002             # seconds: how long an async leader gathers writes per message
 SPARE_DELAY = 0.005            # seconds: the same for followers no write waits on while others are (see _prompt_set)
 INLINE_APPLY_MAX = 256         # records: a larger batch goes to the apply task (see _on_records)
-APPLY_BACKLOG_HIGH = 1000     # records received but not applied above which a follower stops reading
-APPLY_BACKLOG_LOW = 250       # ... and below which it reads again (_rx_check)
+RX_TURN_BYTES = 128 * 1024     # bytes a peer link takes per loop iteration before it yields (see data_received)
+RX_TURN_MARK = 16 * 1024       # bytes after which the link schedules the end of its turn
 PROMPT_GAP = 0.0002            # seconds: the least time between two pushes while acks are awaited
 
 
@@ -101,7 +101,9 @@ class PeerConnection(asyncio.Protocol):
         self._paused = False                            # the transport's write buffer is full
         self._drain_waiter: asyncio.Future | None = None
         self._lost = False
-        self.rx_paused = False      # reading stopped while the apply task catches up (follower)
+        self.rx_paused = False      # reading stopped until the next loop iteration (RX_TURN_BYTES)
+        self._rx_turn = 0           # bytes received since the last _next_turn
+        self._turn_scheduled = False
         self.handler = None
         self.last_rx = 0.0          # loop time of the last read (see watch)
         self.silent_for = 0.0       # set when watch closed the link for silence
@@ -124,6 +126,20 @@ class PeerConnection(asyncio.Protocol):
         if self._exc is not None:
             return
         self.last_rx = self._loop_time()
+        # At most about RX_TURN_BYTES per loop iteration: libuv reads a readable socket up
+        # to 32 times (64 KB each) per iteration, and everything read is handled at once,
+        # while other tasks (the follower's apply task) get one turn per iteration. A burst
+        # then left the apply ten thousand records behind what was received (catch-up after
+        # 100k writes 40-95 ms). asyncio streams bounded this with their 128 KB buffer.
+        n = self._rx_turn + len(data)
+        self._rx_turn = n
+        if n >= RX_TURN_MARK:
+            if not self._turn_scheduled:
+                self._turn_scheduled = True
+                self._loop.call_soon(self._next_turn)
+            if n >= RX_TURN_BYTES and not self.rx_paused:
+                self.transport.pause_reading()
+                self.rx_paused = True
         dec = self.decoder
         dec.feed(data)
         ready = self._ready
@@ -188,19 +204,17 @@ class PeerConnection(asyncio.Protocol):
             self.transport.close()
         self._wake()
 
-    # ------------------------------------------------------------------ API
-    def pause_reading(self) -> None:
-        if not self.rx_paused and self.transport is not None and not self.transport.is_closing():
-            self.transport.pause_reading()
-            self.rx_paused = True
-
-    def resume_reading(self) -> None:
+    def _next_turn(self) -> None:
+        """The next loop iteration: the link may read again."""
+        self._turn_scheduled = False
+        self._rx_turn = 0
         if self.rx_paused:
             self.rx_paused = False
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
-                self.last_rx = self._loop_time()   # (the silence watch counts from here)
+            t = self.transport
+            if t is not None and not t.is_closing():
+                t.resume_reading()
 
+    # ------------------------------------------------------------------ API
     def set_handler(self, handler) -> None:
         """``handler(msg) -> bool`` takes messages while the link's task waits in recv()."""
         self.handler = handler
@@ -1313,9 +1327,6 @@ class Replication(FailoverMixin):
             q.extend(recs)
         else:
             self.queue_overflow = True
-        if len(q) > APPLY_BACKLOG_HIGH and self._apply_wanted and not fc.apply_delay_ms and self._peer is not None:
-            # the apply task is behind: stop reading until it has caught up (see _rx_check)
-            self._peer.pause_reading()
         if self._prompt == 1 and not sync:
             self._send_ack()      # now: the leader waits for "received", not for the apply
         else:
@@ -1427,7 +1438,6 @@ class Replication(FailoverMixin):
         fc = self.follower_core
         loop = asyncio.get_running_loop()
         while True:
-            self._rx_check()
             if (not self._apply_wanted or self.role == "leader") and not self._draining:
                 self.apply_running = self._apply_wanted and self.role != "leader"
                 self._apply_wake.clear()
@@ -1471,20 +1481,6 @@ class Replication(FailoverMixin):
                 wait = fc.apply_wait_ms(q[0][2], node.clock.now_ms()) if q else 50
                 self._apply_wake.clear()
                 await wait_event(self._apply_wake, max(min(wait, 200), 1) / 1000)
-
-    def _rx_check(self) -> None:
-        """Resume reading from the leader once the apply backlog is down to
-        APPLY_BACKLOG_LOW (or the apply task stopped, or a delay holds records back).
-        Records are taken from the socket as they arrive (PeerConnection's handler), up to
-        2 MB per loop iteration, while the apply task applies 2,000 per turn: without this
-        bound, a burst left the apply task ten thousand records behind what was received
-        (catch-up after a 100k burst: 40-95 ms instead of 2-26 with asyncio streams, whose
-        reader stops at 128 KB buffered). With 4,000 / 1,000 still up to 82 ms; with
-        1,000 / 250 (about what the stream reader let in per turn) 0.6-16 ms, 16 runs."""
-        p = self._peer
-        if p is not None and p.rx_paused and (len(self.apply_queue) <= APPLY_BACKLOG_LOW or not self._apply_wanted
-                                             or self.follower_core.apply_delay_ms or self.role == "leader"):
-            p.resume_reading()
 
     def _apply_ready(self, limit: int) -> int:
         """Apply up to ``limit`` queued records that are next in order and due (apply delay);
@@ -1547,7 +1543,6 @@ class Replication(FailoverMixin):
             if ap:
                 self._apply_wanted = False
                 self.apply_running = False
-                self._rx_check()     # the relay log goes on receiving while the apply is stopped
         else:
             if io:
                 self._io_wanted = True
