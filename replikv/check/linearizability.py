@@ -869,6 +869,16 @@ def check_linearizability(history: Any, *, keys: Iterable[Any] | None = None,
     per_key_stats: dict[str, dict] = {}
     gave_up: list = []     # (index in verdicts, key, model) of keys that ran out of their share
     t0 = min((o.call for o in ops), default=0)
+
+    def search(key, mdl: Model, sharing: int) -> tuple[str, Violation | None, dict]:
+        """One key's search, with an equal share of the time left among ``sharing`` keys."""
+        now = _time.monotonic()
+        key_deadline = now + max(0.0, deadline - now) / sharing
+        out = _check_key(key, [op for op in per_key[key] if mdl.keeps(op)], mdl, key_deadline, max_states,
+                         minimize, minimize_time, t0)
+        out[2]["budget_s"] = round(key_deadline - now, 3)
+        return out
+
     if expanded:
         notes.append(f"{expanded} mget results checked as independent single-key reads")
     for n_done, key in enumerate(todo):
@@ -887,11 +897,7 @@ def check_linearizability(history: Any, *, keys: Iterable[Any] | None = None,
         skipped = sum(1 for op in per_key[key] if op.f not in mdl.fs)
         if skipped:
             notes.append(f"key {key!r}: {skipped} operations the {mdl.name} model does not know were ignored")
-        now = _time.monotonic()
-        key_deadline = now + max(0.0, deadline - now) / (len(todo) - n_done)
-        verdict, violation, stat = _check_key(key, [op for op in per_key[key] if mdl.keeps(op)], mdl,
-                                              key_deadline, max_states, minimize, minimize_time, t0)
-        stat["budget_s"] = round(key_deadline - now, 3)
+        verdict, violation, stat = search(key, mdl, len(todo) - n_done)
         per_key_stats[repr(key)] = stat
         verdicts.append(verdict)
         if violation is not None:
@@ -903,13 +909,9 @@ def check_linearizability(history: Any, *, keys: Iterable[Any] | None = None,
                          "states; verdict unknown")
     # the keys that ran out of time, again, sharing what the others left
     for j, (vi, key, mdl) in enumerate(gave_up):
-        now = _time.monotonic()
-        key_deadline = now + max(0.0, deadline - now) / (len(gave_up) - j)
         first = per_key_stats[repr(key)]
-        if key_deadline - now > 1.5 * first["budget_s"]:
-            verdict, violation, stat = _check_key(key, [op for op in per_key[key] if mdl.keeps(op)], mdl,
-                                                  key_deadline, max_states, minimize, minimize_time, t0)
-            stat["budget_s"] = round(key_deadline - now, 3)
+        if max(0.0, deadline - _time.monotonic()) / (len(gave_up) - j) > 1.5 * first["budget_s"]:
+            verdict, violation, stat = search(key, mdl, len(gave_up) - j)
             stat["first_pass"] = {k: first.get(k) for k in ("budget_s", "states", "reason")}
             per_key_stats[repr(key)] = stat
             verdicts[vi] = verdict

@@ -220,6 +220,15 @@ class ClientConnection(asyncio.Protocol):
         if self.release():
             self.node.waiters.discard(self)
 
+    def held_position(self) -> int:
+        """The highest position a reply queued on this connection still waits for (0 if
+        none; reply slots of blocking commands do not count)."""
+        top = 0
+        for e in self.waiting:
+            if e[0] > top and e[0] != _UNFILLED:
+                top = e[0]
+        return top
+
     def release(self) -> bool:
         """Move replies that may now leave to the output; True when none wait."""
         w = self.waiting

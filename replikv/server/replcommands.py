@@ -18,7 +18,6 @@ from ..core.replication import AckPolicy, PolicyError
 from ..core.resp import OK, Error, Map, encode
 from .commandinfo import CONNECTION_COMMANDS
 from .conncommands import _CONN_COMMANDS
-from .connection import _UNFILLED
 
 
 def _reply(conn, r) -> None:
@@ -127,11 +126,7 @@ def cmd_pos(node, conn, args):
     value (monotonic reads broken by one write)."""
     if len(args) != 1:
         raise C.CommandError(C.arity_error("pos"))
-    seq = node.visible_seq
-    for e in conn.waiting:
-        if e[0] > seq and e[0] != _UNFILLED:
-            seq = e[0]
-    _reply(conn, node.position(seq).encode())
+    _reply(conn, node.position(max(node.visible_seq, conn.held_position())).encode())
 
 
 def cmd_waitpos(node, conn, args):
