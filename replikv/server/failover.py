@@ -34,6 +34,7 @@ from ..core.election import (
 )
 from ..core.peerproto import PeerProtocolError
 from ..core.replication import LeaderCore
+from .peerlink import open_peer
 
 log = logging.getLogger("replikv.failover")
 
@@ -149,8 +150,6 @@ class FailoverMixin:
 
     # ------------------------------------------------------------------ RPC
     async def _rpc(self, node_id: int, msg: dict, timeout: float) -> dict | None:
-        from .replication import open_peer
-
         host, port = self.cluster.peer_addr(self.node.config.node_id, node_id)
         try:
             conn = await open_peer(host, port, timeout)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 
 from replikv.core.peerproto import encode_message
-from replikv.server import replication as R
-from replikv.server.replication import PeerConnection, open_peer
+from replikv.server import peerlink as R
+from replikv.server.peerlink import PeerConnection, open_peer
 
 
 async def link() -> tuple[PeerConnection, PeerConnection, asyncio.AbstractServer]:
