@@ -12,8 +12,8 @@ each side and the ratio. Modes:
   setp1  redis-benchmark -t set -n N -c 50 -d 100 -r 100000 -P 1, ack async (N = 100000)
   wait   bench_replication's lean client, SET + WAIT 1 on 16 connections, ack async (N = 20000)
   major  the lean client, one SET in flight on 16 connections, ack semi-sync:1 (N = 20000)
-``--base`` / ``--new`` take a git revision (measured from ``git archive``) or ``WORKTREE``
-(the files as they are now). This is how each step in docs/benchmarks.md, "second session",
+``--base`` / ``--new`` take a git revision (measured from ``git archive``), ``WORKTREE``
+(the files as they are now) or a directory holding a ``replikv`` package (a built copy). This is how each step in docs/benchmarks.md, "second session",
 was measured. Benchmarks report; they never assert.
 """
 
@@ -75,6 +75,8 @@ def child(mode: str, n: int) -> None:
 def tree(spec: str) -> str:
     if spec == "WORKTREE":
         return REPO
+    if os.path.isdir(spec):
+        return os.path.abspath(spec)
     commit = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", spec], capture_output=True, text=True,
                             check=True).stdout.strip()
     d = tempfile.mkdtemp(prefix=f"ab-src-{commit}-")
@@ -90,8 +92,8 @@ def main() -> int:
         child(sys.argv[2], int(sys.argv[3]))
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", required=True, help="git revision, or WORKTREE")
-    ap.add_argument("--new", default="WORKTREE", help="git revision, or WORKTREE (default)")
+    ap.add_argument("--base", required=True, help="git revision, WORKTREE, or a directory")
+    ap.add_argument("--new", default="WORKTREE", help="git revision, WORKTREE (default), or a directory")
     ap.add_argument("--mode", choices=("setp1", "wait", "major"), default="setp1")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, help="requests per run (default 100000 for setp1, else 20000)")

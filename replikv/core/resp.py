@@ -112,6 +112,19 @@ def _encode_frames(frames) -> bytes:
     return b"".join(out)
 
 
+def _encode_one(c: list) -> bytes:
+    """One request as its canonical RESP multibulk (the common two- and three-argument
+    requests through one format each); TypeError if an element is not bytes."""
+    n = len(c)
+    if n == 3:
+        a, b, d = c
+        return _FRAME3 % (len(a), a, len(b), b, len(d), d)
+    if n == 2:
+        a, b = c
+        return _FRAME2 % (len(a), a, len(b), b)
+    return _encode_frames((c,))
+
+
 class RequestParser:
     """Parses client requests. ``feed(data)`` then call ``next_command()`` until ``None``.
 
@@ -171,16 +184,7 @@ class RequestParser:
             c = r.gets()
             if type(c) is list and not r.has_data():
                 # one whole frame (a client that does not pipeline): the cheapest check
-                n = len(c)
-                if n == 3:
-                    a, b, d = c
-                    same = data == _FRAME3 % (len(a), a, len(b), b, len(d), d)
-                elif n == 2:
-                    a, b = c
-                    same = data == _FRAME2 % (len(a), a, len(b), b)
-                else:
-                    same = _encode_frames((c,)) == data
-                if same:
+                if _encode_one(c) == data:
                     self.fast_chunks += 1
                     self._ready_bytes += len(data)
                     if self._ready:
@@ -196,7 +200,7 @@ class RequestParser:
                         break
                     frames.append(c)
                 else:
-                    if _encode_frames(frames) == data:
+                    if b"".join(map(_encode_one, frames)) == data:
                         self.fast_chunks += 1
                         self._ready_bytes += len(data)
                         frames.reverse()   # popped from the end
