@@ -160,6 +160,8 @@ _INT_RE = re.compile(rb"-?(?:0|[1-9][0-9]*)\Z")
 def parse_int(b: bytes, err: str = NOT_INT) -> int:
     """Parse a 64-bit signed integer exactly as Redis's string2ll: no sign '+', no spaces,
     no leading zeros."""
+    if b.isdigit() and len(b) < 19 and (b[0] != 48 or len(b) == 1):
+        return int(b)     # the common case (a plain non-negative number) without the regex
     if not _INT_RE.match(b) or b == b"-0":
         raise CommandError(err)
     v = int(b)

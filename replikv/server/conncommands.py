@@ -60,12 +60,26 @@ def queue_error(args: list[bytes]) -> str | None:
     return None
 
 
+# (name as sent, argument count) of connection-level commands that queue_error passed: the
+# same shape passes again, so WAIT and the like skip the lookup and arity work per call
+_WELL_FORMED: set = set()
+_CONTAINERS_B = frozenset(c.encode() for c in CONTAINERS)
+
+
 def conn_command(fn):
     """Wrap a handler with queue_error's checks. An arity error of EXEC / DISCARD / MULTI /
     WATCH sent inside MULTI also dooms the transaction (EXECABORT), as in Redis."""
 
     def checked(node, conn, args):
+        shape = (args[0], len(args))
+        if shape in _WELL_FORMED:
+            return fn(node, conn, args)
         err = queue_error(args)
+        if err is None and args[0].lower() not in _CONTAINERS_B:
+            # (a container's subcommand decides: those are checked every time)
+            if len(_WELL_FORMED) >= 1024:
+                _WELL_FORMED.clear()
+            _WELL_FORMED.add(shape)
         if err is not None:
             if conn.multi is not None:
                 conn.multi_error = True

@@ -499,7 +499,9 @@ class Node:
         if self._direct_replies(conn):
             conn.reply_now(encode(r, conn.proto), "w" if w and self.repl is not None else "r")
             return
-        if self.visible_seq < st.last_seq:
+        if self.visible_seq < st.last_seq and needed < st.last_seq:
+            # (a write that was just appended already waits for the newest position: no key
+            # it touches can reveal anything later)
             needed = self._reveals(cmd, args, w, needed)
         conn.reply(encode(r, conn.proto), needed, policy, "w" if w else "r")
 
