@@ -3,7 +3,7 @@
 followers can do per majority-acknowledged write, with the same tools replikv uses (asyncio
 on uvloop, hiredis, msgpack), measured with the same lean client as bench_replication.py.
 
-    python bench/floor_replication.py [--rounds 3] [--requests 20000]
+    python bench/floor_replication.py [--rounds 3] [--requests 20000] [--files]
 
 Three processes on loopback, none of them replikv:
   - a leader that parses RESP with hiredis, keeps SET in a dict, frames each write as a
@@ -13,12 +13,13 @@ Three processes on loopback, none of them replikv:
     leaves when the chosen follower acknowledges its record (semi-sync:1, a majority of 3);
   - two followers that split the frames, check the crc, decode and apply each record to a
     dict and (the chosen one) acknowledge each message with the last position received.
-No log files, no fsync, no relay log, no leases, epochs, fencing, metrics, WAIT bookkeeping
-or status: everything replikv does on top of this is left out. So what this skeleton
-reaches is an upper bound for any Python implementation of the majority measurement of
-bench_replication.py on this machine (a bound on its throughput, not a goal), and its
-CPU per write a floor. It runs next to replikv (ack semi-sync:1) and PySyncObj's
-unbatched figure is taken from bench_replication.py. Benchmarks report; they never assert.
+No log files (``--files`` adds them: the leader's log write per push, the followers' relay
+log and own log writes per message, with os.write as replikv makes them), no fsync, leases,
+epochs, fencing, metrics, WAIT bookkeeping or status: everything replikv does on top of this
+is left out. So what this skeleton reaches is about the most a Python implementation with
+the same processes and messages can do for the majority measurement of bench_replication.py
+on this machine, and its CPU per write a floor to compare replikv's against. Benchmarks
+report; they never assert.
 """
 
 from __future__ import annotations
@@ -52,11 +53,15 @@ def _loop():
 
 
 # ---------------------------------------------------------------------------- follower
-def follower(port: int, acks: bool) -> None:
+def follower(port: int, acks: bool, files: str | None) -> None:
     import msgpack
 
     kv: dict = {}
     unpackb = msgpack.unpackb
+    relay = own = None
+    if files:
+        relay = os.open(os.path.join(files, f"relay-{port}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        own = os.open(os.path.join(files, f"log-{port}"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
 
     class Leader(asyncio.Protocol):
         def connection_made(self, t):
@@ -65,6 +70,8 @@ def follower(port: int, acks: bool) -> None:
 
         def data_received(self, data):
             buf = self.buf + data if self.buf else data
+            if relay is not None:
+                os.write(relay, data)
             off, n, last = 0, len(buf), 0
             while off + 8 <= n:
                 ln, crc = FRAME.unpack_from(buf, off)
@@ -80,6 +87,8 @@ def follower(port: int, acks: bool) -> None:
                 last = seq
                 off = end
             self.buf = buf[off:]
+            if own is not None and off:
+                os.write(own, buf[:off])
             if acks and last:
                 self.t.write(ACK.pack(last))
 
@@ -90,7 +99,7 @@ def follower(port: int, acks: bool) -> None:
 
 
 # ---------------------------------------------------------------------------- leader
-def leader(port: int, f_ports: list[int]) -> None:
+def leader(port: int, f_ports: list[int], files: str | None) -> None:
     import hiredis
     import msgpack
 
@@ -102,6 +111,7 @@ def leader(port: int, f_ports: list[int]) -> None:
     recs: list[bytes] = []           # this iteration's records, for the chosen follower
     spare: list[bytes] = []          # gathered for the spare follower
     pending: list = []               # (seq, client) waiting for the chosen follower's ack
+    logfd = os.open(os.path.join(files, "log-leader"), os.O_WRONLY | os.O_CREAT | os.O_APPEND) if files else None
 
     class Ack(asyncio.Protocol):
         def data_received(self, data):
@@ -116,6 +126,8 @@ def leader(port: int, f_ports: list[int]) -> None:
         state["flush"] = False
         if recs:
             data = b"".join(recs)
+            if logfd is not None:
+                os.write(logfd, data)
             chosen.write(data)
             spare.append(data)
             recs.clear()
@@ -170,9 +182,11 @@ def leader(port: int, f_ports: list[int]) -> None:
 
 
 # ---------------------------------------------------------------------------- driver
-def run_floor(n: int) -> dict:
+def run_floor(n: int, files: bool) -> dict:
     import _procs
     from bench_replication import lean_client
+
+    fdir = _procs.tmpdir("floor-") if files else "-"
 
     ports = [_procs.free_port() for _ in range(3)]
     while len(set(ports)) < 3:
@@ -180,11 +194,11 @@ def run_floor(n: int) -> dict:
     procs = []
     try:
         for i, acks in ((1, "1"), (2, "0")):
-            procs.append(subprocess.Popen([sys.executable, __file__, "--follower", str(ports[i]), acks],
+            procs.append(subprocess.Popen([sys.executable, __file__, "--follower", str(ports[i]), acks, fdir],
                                           start_new_session=True))
         for p in ports[1:]:
             _procs.wait_for(lambda p=p: _can_connect(p), 20, "floor follower")
-        lp = subprocess.Popen([sys.executable, __file__, "--leader", str(ports[0]), str(ports[1]), str(ports[2])],
+        lp = subprocess.Popen([sys.executable, __file__, "--leader", str(ports[0]), str(ports[1]), str(ports[2]), fdir],
                               start_new_session=True)
         procs.insert(0, lp)
         _procs.wait_for(lambda: _can_connect(ports[0]), 20, "floor leader")
@@ -215,19 +229,25 @@ def run_replikv(n: int) -> dict:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--follower":
-        follower(int(sys.argv[2]), sys.argv[3] == "1")
+        follower(int(sys.argv[2]), sys.argv[3] == "1", None if sys.argv[4] == "-" else sys.argv[4])
         return 0
     if len(sys.argv) > 1 and sys.argv[1] == "--leader":
-        leader(int(sys.argv[2]), [int(sys.argv[3]), int(sys.argv[4])])
+        leader(int(sys.argv[2]), [int(sys.argv[3]), int(sys.argv[4])], None if sys.argv[5] == "-" else sys.argv[5])
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=20000)
+    ap.add_argument("--files", action="store_true",
+                    help="the floor also writes files as replikv does: the leader its log once per push, each "
+                         "follower a relay log and its own log per message (os.write, no fsync, as fsync everysec "
+                         "between its syncs)")
     args = ap.parse_args()
     got: dict[str, list[dict]] = {"floor": [], "replikv": []}
     for r in range(args.rounds):
-        for name, fn in (("floor", run_floor), ("replikv", run_replikv)) if r % 2 == 0 else \
-                (("replikv", run_replikv), ("floor", run_floor)):
+        def floor(n):
+            return run_floor(n, args.files)
+        for name, fn in (("floor", floor), ("replikv", run_replikv)) if r % 2 == 0 else \
+                (("replikv", run_replikv), ("floor", floor)):
             m = fn(args.requests)
             got[name].append(m)
             print(f"round {r + 1} {name:<8} {m['ops']:>8,.0f} writes/s  p50 {m['p50_ms']:.2f} ms  "

@@ -48,20 +48,49 @@ EFFECT_NAMES = {E_SET: "set", E_DEL: "del", E_EXPIRE: "expire", E_HSET: "hset", 
                 E_APPEND: "append", E_META: "meta", E_PUT: "put"}
 
 
-class Entry:
-    """One key's record. ``value`` is bytes (string), dict (hash) or set (set)."""
+try:
+    # A record type whose instances the cyclic garbage collector does not track. An entry
+    # holds only bytes, ints, None and containers of bytes, never a reference back to an
+    # entry, so it can be part of no cycle; a tracked entry (a class with __slots__) made
+    # every full collection walk the whole keyspace: 65 ms for 500k keys, against 3 ms
+    # untracked, and a follower stalled that long in the middle of a burst.
+    from recordclass import dataobject as _Untracked
+except ImportError:   # the same fields, tracked by the collector: slower full collections
+    _Untracked = None
 
-    __slots__ = ("type", "value", "expire_at", "pos", "meta")
 
-    def __init__(self, type_: int, value, expire_at: int = 0, pos: int = 0, meta=None) -> None:
-        self.type = type_
-        self.value = value
-        self.expire_at = expire_at  # absolute ms since epoch, 0 = no expiry
-        self.pos = pos              # log sequence number of the write that produced it
-        self.meta = meta            # replication metadata (version vectors, siblings) later
+def _entry_repr(self) -> str:
+    return f"Entry({TYPE_NAMES[self.type]}, {self.value!r}, exp={self.expire_at}, pos={self.pos})"
 
-    def __repr__(self) -> str:
-        return f"Entry({TYPE_NAMES[self.type]}, {self.value!r}, exp={self.expire_at}, pos={self.pos})"
+
+if _Untracked is not None:
+    class Entry(_Untracked, gc=False, fast_new=True):
+        """One key's record. ``value`` is bytes (string), dict (hash) or set (set);
+        ``expire_at`` absolute ms since epoch (0 = no expiry); ``pos`` the log sequence
+        number of the write that produced it; ``meta`` replication metadata (version
+        vectors, siblings) later."""
+
+        type: int
+        value: object
+        expire_at: int = 0
+        pos: int = 0
+        meta: object = None
+
+        __repr__ = _entry_repr
+else:
+    class Entry:  # type: ignore[no-redef]
+        """One key's record: the same fields as above, in a class with __slots__."""
+
+        __slots__ = ("type", "value", "expire_at", "pos", "meta")
+
+        def __init__(self, type_: int, value, expire_at: int = 0, pos: int = 0, meta=None) -> None:
+            self.type = type_
+            self.value = value
+            self.expire_at = expire_at
+            self.pos = pos
+            self.meta = meta
+
+        __repr__ = _entry_repr
 
 
 class Keyspace:

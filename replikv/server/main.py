@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from ..storage.log import CorruptLogError
@@ -34,6 +35,12 @@ def run_node(cfg: NodeConfig, use_uvloop: bool = True) -> int:
         except OSError as e:
             log.critical("cannot start: %s", e)
             return EXIT_STARTUP
+        # What exists now (modules, classes, functions, the node's long-lived objects, about
+        # 56k objects) lives as long as the process: take it out of the collector's
+        # generations, so that a full collection walks only what was made since (it cost a
+        # follower 30 ms of CPU per full collection). Collected first: no garbage is frozen.
+        gc.collect()
+        gc.freeze()
         await node.serve_forever()
         return 0
 
