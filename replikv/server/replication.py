@@ -154,7 +154,7 @@ class Replication(FailoverMixin):
     async def stop(self) -> None:
         if self._peer_server is not None:
             self._peer_server.close()
-        for t in list(self._tasks) + list(self._senders.values()):
+        for t in list(self._tasks) + list(self._senders.values()) + list(self._peer_tasks):
             t.cancel()
         if self._peer is not None:
             self._peer.close()
