@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
+import sys
 import zlib
 from dataclasses import dataclass
 
@@ -1025,9 +1026,12 @@ def cmd_flushall(ctx, args):
     return _flush(ctx, args)
 
 
+_ENTRY_BYTES = sys.getsizeof(Entry(T_STRING, b""))   # the record object itself (56 or 72 bytes)
+
+
 def entry_memory_usage(key: bytes, e: Entry) -> int:
     """An estimate in bytes of what the entry costs (key, value, per-element overhead)."""
-    base = 56 + len(key) + 72
+    base = 56 + len(key) + _ENTRY_BYTES
     if e.type == T_STRING:
         return base + len(e.value)
     if e.type == T_HASH:
