@@ -77,14 +77,23 @@ if _Untracked is not None:
         meta: object = None
 
         __repr__ = _entry_repr
+
+        # identity, as the fallback class (a dataobject compares fields, but hashes by id)
+        def __eq__(self, other) -> bool:
+            return self is other
+
+        def __ne__(self, other) -> bool:
+            return self is not other
+
+        __hash__ = object.__hash__
 else:
     class Entry:  # type: ignore[no-redef]
         """One key's record: the same fields as above, in a class with __slots__."""
 
         __slots__ = ("type", "value", "expire_at", "pos", "meta")
 
-        def __init__(self, type_: int, value, expire_at: int = 0, pos: int = 0, meta=None) -> None:
-            self.type = type_
+        def __init__(self, type: int, value, expire_at: int = 0, pos: int = 0, meta=None) -> None:
+            self.type = type
             self.value = value
             self.expire_at = expire_at
             self.pos = pos

@@ -59,3 +59,5 @@ def test_an_entry_has_the_fields_and_defaults_the_keyspace_uses():
     e = Entry(T_STRING, b"x")
     assert (e.type, e.value, e.expire_at, e.pos, e.meta) == (T_STRING, b"x", 0, 0, None)
     assert repr(Entry(T_STRING, b"x", 7, 3)) == "Entry(string, b'x', exp=7, pos=3)"
+    a, b = Entry(T_STRING, b"x"), Entry(T_STRING, b"x")
+    assert a == a and a != b and hash(a) != hash(b)   # identity, as a plain class
