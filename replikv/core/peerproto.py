@@ -47,12 +47,58 @@ def encode_message(msg: dict) -> bytes:
     return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+_TYPES = frozenset(MESSAGE_TYPES)
+
+
 class PeerDecoder:
     """Feed bytes, take messages. Raises PeerProtocolError on a bad frame (the caller drops
-    the connection: the peer will reconnect and resume from its positions)."""
+    the connection: the peer will reconnect and resume from its positions).
+
+    Two ways to use it, one result: ``feed`` + ``next_message`` until None, or
+    ``messages(data)``, which returns every message complete after ``data`` at once. The
+    latter decodes straight from the bytes just received when nothing was left over (the
+    common case: a read holds whole messages), without copying them into the buffer and out
+    again, and drops what it consumed from the buffer once per call instead of per message."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
+
+    def messages(self, data: bytes) -> list:
+        buf = self._buf
+        if buf:
+            buf += data
+            src = buf
+        else:
+            src = data
+        out = []
+        n = len(src)
+        off = 0
+        hdr = FRAME.size
+        while n - off >= hdr:
+            ln, crc = FRAME.unpack_from(src, off)
+            if ln > MAX_MESSAGE:
+                raise PeerProtocolError(f"peer message of {ln} bytes exceeds the limit")
+            end = off + hdr + ln
+            if end > n:
+                break
+            payload = src[off + hdr:end]
+            if zlib.crc32(payload) != crc:
+                raise PeerProtocolError("peer message checksum mismatch")
+            try:
+                msg = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+            except Exception as e:
+                raise PeerProtocolError(f"undecodable peer message: {e}") from None
+            t = msg.get("t") if type(msg) is dict else None
+            if type(t) is not str or t not in _TYPES:
+                raise PeerProtocolError(f"unknown peer message {str(msg)[:80]}")
+            out.append(msg)
+            off = end
+        if src is buf:
+            if off:
+                del buf[:off]
+        elif off < n:
+            buf += data[off:]
+        return out
 
     def feed(self, data: bytes) -> None:
         self._buf += data

@@ -78,12 +78,9 @@ class PeerConnection(asyncio.Protocol):
             if n >= RX_TURN_BYTES and not self.rx_paused:
                 self.transport.pause_reading()
                 self.rx_paused = True
-        dec = self.decoder
-        dec.feed(data)
         ready = self._ready
         try:
-            while (m := dec.next_message()) is not None:
-                ready.append(m)
+            ready.extend(self.decoder.messages(data))
             h = self.handler
             if h is not None and self._waiter is not None:
                 while ready:
