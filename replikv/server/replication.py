@@ -394,7 +394,9 @@ class Replication(FailoverMixin):
                 return
             if hello.get("t") != "hello":
                 raise PeerProtocolError(f"expected hello, got {hello.get('t')}")
-            fid = int(hello["node_id"])
+            if type(hello.get("node_id")) is not int:
+                raise PeerProtocolError(f"hello without a node id (node_id: {hello.get('node_id')!r:.40})")
+            fid = hello["node_id"]
             if not self._knows_node(fid):
                 conn.send({"t": "refuse", "reason": f"node {fid} is not in the leader's cluster file"})
                 await conn.drain()
@@ -471,6 +473,11 @@ class Replication(FailoverMixin):
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, PeerProtocolError, OSError) as e:
             if fid is not None:
                 log.info("follower %d disconnected: %s", fid, e)
+            elif isinstance(e, PeerProtocolError):
+                # bad input from something that is not (yet) a known peer: say so, once
+                log.warning("peer connection from %s closed: %s", conn.address, e)
+            elif isinstance(e, asyncio.TimeoutError):
+                log.info("peer connection from %s closed: no hello within 10 s", conn.address)
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -2,8 +2,9 @@
 random bytes, an HTTP request, a frame with a wrong checksum, a length over the limit, a
 well-formed frame of an unknown message type, a hello that is not one. Each such link is
 closed by the node (at once for a complete bad frame; after the hello timeout at the latest
-for bytes that announce a long frame), and the node goes on serving clients and
-replicating: the followers' own links to the leader are untouched."""
+for bytes that announce a long frame) with a warning in its log that says what was wrong,
+and the node goes on serving clients and replicating: the followers' own links to the
+leader are untouched."""
 
 from __future__ import annotations
 
@@ -66,6 +67,11 @@ def test_garbage_on_every_peer_port_closes_that_link_and_replication_goes_on(lea
         for _, _, s in socks:
             s.close()
     assert still_open == []
+    # each is named in the node's log as what it was, not as a crash
+    text = open(cl.log_file(cl.node(1))).read()
+    assert "peer connection from" in text and "exceeds the limit" in text and "checksum mismatch" in text
+    assert "unknown peer message" in text and "hello without a node id" in text and "expected hello, got ack" in text
+    assert "Traceback" not in text
 
     # every node still serves, the followers still stream from the leader, and new writes arrive
     for node in cl.nodes:
