@@ -34,7 +34,11 @@ value whose writes are all used up); info writes nobody reads are dropped before
 For registers, cheap tests run first and explain the common cases precisely: a read of a
 value never written (fail ops do not count), a read of a value whose every write began
 after the read returned, and a stale read (a write that began after every write of the
-value read had completed, and itself completed before the read began).
+value read had completed, and itself completed before the read began). For sets, two: a
+read of a member no add of it had begun by the read's return, and a read that lacks a
+member whose acknowledged add completed before the read began, with no removal of it
+invoked by the read's return (thousands of concurrent adds are beyond the search's time
+when no order works).
 
 Per key: a short search of the whole key (5% of its time share), which settles almost
 every linearizable history; if it runs out, candidate proofs built around the op it got
@@ -158,6 +162,21 @@ class Model(abc.ABC):
         """Optional pruning hook: the one state ``op`` may leave behind (REJECT: unknown)."""
         return REJECT
 
+    def observes(self, op: Op) -> tuple:
+        """Optional pruning hook, with ``optional_tokens``: the tokens whose presence in the
+        state ``op`` looks at (a register read: the value it read; a cas: the value it
+        expects; a set read: the members it returned). Every op that looks at a token an
+        optional op adds must list it."""
+        return ()
+
+    def optional_tokens(self, op: Op) -> tuple | None:
+        """Optional pruning hook: for an op whose only effect is to put these tokens in the
+        state whatever it was (a register write: its value; a set add: its members), the
+        tokens; None otherwise. An ``info`` op of this kind that no op left observes any
+        token of can be left out of a linearization: whatever it put in the state is gone
+        or unlooked-at before any op left looks."""
+        return None
+
 
 class RegisterModel(Model):
     """read / write / cas on one value; ``initial`` is the value of an absent key."""
@@ -196,6 +215,16 @@ class RegisterModel(Model):
         if op.f in CAS_FS:
             return _cas_arg(op)[1]
         return REJECT
+
+    def observes(self, op):
+        if op.f in READ_FS:
+            return (freeze(op.value),)
+        if op.f in CAS_FS:
+            return (_cas_arg(op)[0],)   # an ok cas needs it; an info cas acts only in it
+        return ()
+
+    def optional_tokens(self, op):
+        return (freeze(op.arg),) if op.f in WRITE_FS else None
 
     def why(self, state, op):
         if op.f in READ_FS and freeze(op.value) != state:
@@ -270,6 +299,14 @@ class SetModel(Model):
     def describe(self, state):
         return _short(state, 120)
 
+    def observes(self, op):
+        # a read looks at every member's presence; only the ones it returned can be what an
+        # add put there (a member it did not return must be absent, which an add never helps)
+        return tuple(members(op.value)) if self.is_read(op) else ()
+
+    def optional_tokens(self, op):
+        return tuple(members(op.arg)) if op.f in SADD_FS else None
+
     def why(self, state, op):
         if self.is_read(op):
             v = members(op.value)
@@ -323,7 +360,9 @@ def wgl_search(ops: list[Op], model: Model, deadline: float = INF, max_states: i
     yet linearized needs a state (``Model.needs``) other than the current one that no op
     left can produce (``Model.produces``); (3) the cache key is (index below which every ok
     op is linearized, the bits above it, the bits of info ops, state), which keeps cached
-    sets small on long histories."""
+    sets small on long histories; (4) an info op that only adds tokens to the state (a
+    register write, a set add) which no op left observes is never placed, and
+    configurations that differ only in such ops are one in the cache (see ``_wgl``)."""
     was_enabled = gc.isenabled()
     gc.disable()      # millions of small tuples: full collections would dominate
     try:
@@ -362,6 +401,41 @@ def _wgl(ops: list[Op], model: Model, deadline: float, max_states: int) -> Searc
         else:
             infobit[i] = 1 << ninfo
             ninfo += 1
+    # (4) an info op whose only effect is to put some tokens in the state (a register
+    # write's value, a set add's members: Model.optional_tokens) is "useless" once no op
+    # left observes any of them (Model.observes): it can only be left out (what it put in
+    # the state is overwritten or never looked at before any op left looks). Useless ops
+    # (their bits in ``umask``) are never taken, and configurations that differ only in
+    # them are one in the cache. An observer goes away only when it is taken, so a useless
+    # op stays useless below in the search.
+    obs = [model.observes(op) for op in ops]
+    watchers: dict[Any, int] = {}
+    for i in range(n):
+        for t in obs[i]:
+            watchers[t] = watchers.get(t, 0) + 1
+    opt: list = [None] * n
+    opt_by: dict[Any, list[int]] = {}
+    for i in range(n):
+        if not required[i]:
+            ts = model.optional_tokens(ops[i])
+            if ts:
+                opt[i] = ts
+                for t in ts:
+                    opt_by.setdefault(t, []).append(i)
+    umask = 0
+    for i in range(n):
+        if opt[i] and not any(watchers.get(t) for t in opt[i]):
+            umask |= infobit[i]
+
+    def rewatch(t: Any) -> None:
+        """Token t's watchers went to or from zero: recompute the ops that add it."""
+        nonlocal umask
+        for i in opt_by.get(t, ()):
+            if any(watchers.get(u) for u in opt[i]):
+                umask &= ~infobit[i]
+            else:
+                umask |= infobit[i]
+
     ents = []
     for i, op in enumerate(ops):
         ents.append((op.call, 0, i))
@@ -406,9 +480,17 @@ def _wgl(ops: list[Op], model: Model, deadline: float, max_states: int) -> Searc
             producers[v] -= 1
             if not producers[v] and needers.get(v):
                 starving.add(v)
+        for t in obs[i]:
+            watchers[t] -= 1
+            if not watchers[t] and t in opt_by:
+                rewatch(t)
 
     def untake(e: int) -> None:
         i = eop[e]
+        for t in obs[i]:
+            watchers[t] += 1
+            if watchers[t] == 1 and t in opt_by:
+                rewatch(t)
         v = prods[i]
         if v is not REJECT:
             producers[v] += 1
@@ -454,7 +536,7 @@ def _wgl(ops: list[Op], model: Model, deadline: float, max_states: int) -> Searc
                 if readonly[i] and steps[i](state) is not REJECT:
                     no, ni = oks | okbit[i], infos | infobit[i]
                     tz = ((~no) & (no + 1)).bit_length() - 1
-                    k = (tz, no >> tz, ni, state)
+                    k = (tz, no >> tz, ni | umask, state)
                     if k in cache:
                         dead = True          # explored before and failed: so does this one
                     else:
@@ -474,12 +556,12 @@ def _wgl(ops: list[Op], model: Model, deadline: float, max_states: int) -> Searc
                 dead = True
         if not dead and e != END and is_call[e]:
             i = eop[e]
-            if not readonly[i]:
+            if not readonly[i] and not infobit[i] & umask:
                 ns = steps[i](state)
                 if ns is not REJECT:
                     no, ni = oks | okbit[i], infos | infobit[i]
                     tz = ((~no) & (no + 1)).bit_length() - 1
-                    k = (tz, no >> tz, ni, ns)
+                    k = (tz, no >> tz, ni | umask, ns)
                     if k not in cache:
                         cache.add(k)
                         top = (e, state, False, top, top[4] + 1 if top else 1)
@@ -574,6 +656,47 @@ def _drop_unread_info_writes(ops: list[Op]) -> list[Op]:
         if len(kept) == len(ops):
             return kept
         ops = kept
+
+
+def _set_quick(key: Any, ops: list[Op], t0: int) -> _Quick | None:
+    """Cheap, sound set tests, as the register ones: a read that returned a member no add of
+    it began before the read returned; a read that lacks a member whose add had completed
+    before the read began, with no removal of that member that could come in between. (The
+    search finds these too, but on a set key of thousands of adds proving that no order
+    works can take longer than the time limit.)"""
+    adds: dict[Any, list[Op]] = {}
+    first_rem: dict[Any, float] = {}      # member -> the earliest invocation of a removal of it
+    for op in ops:
+        if op.f in SADD_FS:
+            for m in members(op.arg):
+                adds.setdefault(m, []).append(op)
+        elif op.f in SREM_FS:
+            for m in members(op.arg):
+                first_rem[m] = min(first_rem.get(m, INF), op.call)
+    done: list[tuple[float, Any, Op]] = []   # (return, member, add) of acknowledged adds, by return
+    for m, al in adds.items():
+        oks = [a for a in al if a.ok]
+        if oks:
+            a = min(oks, key=lambda o: o.ret)
+            done.append((a.ret, m, a))
+    done.sort(key=lambda d: d[0])
+    rets = [d[0] for d in done]
+    for r in ops:                       # in invocation order: the first violation found is reported
+        if not (r.ok and (r.f in SREAD_FS or r.f in READ_FS)):
+            continue
+        got = members(r.value)
+        for _ret, m, a in done[:bisect.bisect_left(rets, r.call)]:
+            if m not in got and first_rem.get(m, INF) > r.ret:
+                return _Quick("lost-member", [a, r],
+                              f"{r.describe()} (invoked at {fmt_time(r.call, t0)}) did not return {_short(m)}, "
+                              f"but {a.describe()} had completed at {fmt_time(a.ret, t0)}, before the read "
+                              f"began, and nothing removes {_short(m)}: an acknowledged add is missing.")
+        for m in sorted(got, key=repr):
+            if not any(a.call <= r.ret for a in adds.get(m, ())):
+                return _Quick("never-added", [r],
+                              f"{r.describe()} returned {_short(m)}, which no operation had begun to add "
+                              f"to {key!r} when the read returned.")
+    return None
 
 
 @dataclass
@@ -939,6 +1062,13 @@ def _check_key(key: Any, kops: list[Op], mdl: Model, deadline: float, max_states
                         seconds=round(_time.monotonic() - started, 4))
             return VIOLATION, _violation(key, mdl, quick.kind, quick.text, quick.ops, s, len(kops), t0), stat
         kops = _drop_unread_info_writes(kops)
+    elif isinstance(mdl, SetModel):
+        quick = _set_quick(key, kops, t0)
+        if quick is not None:
+            s = wgl_search(quick.ops, mdl)
+            stat.update(verdict=VIOLATION, detector=quick.kind, slice=len(quick.ops),
+                        seconds=round(_time.monotonic() - started, 4))
+            return VIOLATION, _violation(key, mdl, quick.kind, quick.text, quick.ops, s, len(kops), t0), stat
     stat["searched"] = len(kops)
     budget = max(0.0, deadline - started)
     # 1. the whole key, briefly: enough for almost every linearizable history
