@@ -50,6 +50,20 @@ def encode_message(msg: dict) -> bytes:
 _TYPES = frozenset(MESSAGE_TYPES)
 
 
+def _decode(payload, crc: int) -> dict:
+    """One frame's payload as a message, checked: its crc, msgpack, a map with a known ``t``."""
+    if zlib.crc32(payload) != crc:
+        raise PeerProtocolError("peer message checksum mismatch")
+    try:
+        msg = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as e:
+        raise PeerProtocolError(f"undecodable peer message: {e}") from None
+    t = msg.get("t") if type(msg) is dict else None
+    if type(t) is not str or t not in _TYPES:
+        raise PeerProtocolError(f"unknown peer message {str(msg)[:80]}")
+    return msg
+
+
 class PeerDecoder:
     """Feed bytes, take messages. Raises PeerProtocolError on a bad frame (the caller drops
     the connection: the peer will reconnect and resume from its positions).
@@ -81,17 +95,7 @@ class PeerDecoder:
             end = off + hdr + ln
             if end > n:
                 break
-            payload = src[off + hdr:end]
-            if zlib.crc32(payload) != crc:
-                raise PeerProtocolError("peer message checksum mismatch")
-            try:
-                msg = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-            except Exception as e:
-                raise PeerProtocolError(f"undecodable peer message: {e}") from None
-            t = msg.get("t") if type(msg) is dict else None
-            if type(t) is not str or t not in _TYPES:
-                raise PeerProtocolError(f"unknown peer message {str(msg)[:80]}")
-            out.append(msg)
+            out.append(_decode(src[off + hdr:end], crc))
             off = end
         if src is buf:
             if off:
@@ -115,12 +119,4 @@ class PeerDecoder:
             return None
         payload = bytes(buf[FRAME.size:end])
         del buf[:end]
-        if zlib.crc32(payload) != crc:
-            raise PeerProtocolError("peer message checksum mismatch")
-        try:
-            msg = msgpack.unpackb(payload, raw=False, strict_map_key=False)
-        except Exception as e:
-            raise PeerProtocolError(f"undecodable peer message: {e}") from None
-        if not isinstance(msg, dict) or msg.get("t") not in MESSAGE_TYPES:
-            raise PeerProtocolError(f"unknown peer message {str(msg)[:80]}")
-        return msg
+        return _decode(payload, crc)
