@@ -1054,21 +1054,18 @@ def _check_key(key: Any, kops: list[Op], mdl: Model, deadline: float, max_states
                minimize_time: float, t0: int) -> tuple[str, Violation | None, dict]:
     started = _time.monotonic()
     stat: dict[str, Any] = {"model": mdl.name, "ops": len(kops)}
+    quick = None
     if isinstance(mdl, RegisterModel):
         quick = _register_quick(key, kops, mdl.initial, t0)
-        if quick is not None:
-            s = wgl_search(quick.ops, mdl)
-            stat.update(verdict=VIOLATION, detector=quick.kind, slice=len(quick.ops),
-                        seconds=round(_time.monotonic() - started, 4))
-            return VIOLATION, _violation(key, mdl, quick.kind, quick.text, quick.ops, s, len(kops), t0), stat
-        kops = _drop_unread_info_writes(kops)
     elif isinstance(mdl, SetModel):
         quick = _set_quick(key, kops, t0)
-        if quick is not None:
-            s = wgl_search(quick.ops, mdl)
-            stat.update(verdict=VIOLATION, detector=quick.kind, slice=len(quick.ops),
-                        seconds=round(_time.monotonic() - started, 4))
-            return VIOLATION, _violation(key, mdl, quick.kind, quick.text, quick.ops, s, len(kops), t0), stat
+    if quick is not None:
+        s = wgl_search(quick.ops, mdl)
+        stat.update(verdict=VIOLATION, detector=quick.kind, slice=len(quick.ops),
+                    seconds=round(_time.monotonic() - started, 4))
+        return VIOLATION, _violation(key, mdl, quick.kind, quick.text, quick.ops, s, len(kops), t0), stat
+    if isinstance(mdl, RegisterModel):
+        kops = _drop_unread_info_writes(kops)
     stat["searched"] = len(kops)
     budget = max(0.0, deadline - started)
     # 1. the whole key, briefly: enough for almost every linearizable history
