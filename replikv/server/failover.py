@@ -216,6 +216,17 @@ class FailoverMixin:
         node = self.node
         now = node.clock.now_ms()
         t = msg["t"]
+        try:
+            sender = int(msg["candidate"] if t == "vote_req" else msg["leader_id"] if t == "announce" else 0)
+            if t in ("vote_req", "announce"):
+                int(msg["epoch"])
+            if t == "vote_req":
+                int(msg["last_epoch"]), int(msg["last_seq"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise PeerProtocolError(f"malformed {t} message (bad or missing {e})") from None
+        if sender and not self._knows_node(sender):
+            # a node id outside the cluster file must not move the epoch (and depose the leader)
+            raise PeerProtocolError(f"{t} from node {sender}, which is not in the cluster file")
         if t == "vote_req":
             le, ls = self.last_epoch_seq()
             pre = bool(msg.get("pre"))

@@ -1,6 +1,8 @@
 """Bad input on the peer port of real nodes (MISSION K4 for the replication protocol):
 random bytes, an HTTP request, a frame with a wrong checksum, a length over the limit, a
-well-formed frame of an unknown message type, a hello that is not one. Each such link is
+well-formed frame of an unknown message type, a hello that is not one, and control messages
+(a vote request, an announcement) that are malformed or come from a node id outside the
+cluster file, which must not move the epoch. Each such link is
 closed by the node (at once for a complete bad frame; after the hello timeout at the latest
 for bytes that announce a long frame) with a warning in its log that says what was wrong,
 and the node goes on serving clients and replicating: the followers' own links to the
@@ -18,7 +20,7 @@ import msgpack
 
 from replikv.core.peerproto import MAX_MESSAGE, encode_message
 from tests.conftest import client, wait_for
-from tests.replication.conftest import all_streaming, converged
+from tests.replication.conftest import all_streaming, converged, repl_status
 
 
 def _frame(payload: bytes, crc: int | None = None) -> bytes:
@@ -33,6 +35,11 @@ BAD = {
     "unknown type": _frame(msgpack.packb({"t": "format_c", "node_id": 2})),
     "hello without a node id": encode_message({"t": "hello", "node_id": "two"}),
     "not a hello first": encode_message({"t": "ack", "received": 1, "flushed": 1, "applied": 1}),
+    # control messages: a stranger asking for votes in a far epoch must not depose the leader
+    "vote from a stranger": encode_message({"t": "vote_req", "epoch": 999, "candidate": 42, "last_epoch": 999,
+                                             "last_seq": 10**9}),
+    "malformed vote": encode_message({"t": "vote_req", "epoch": "soon", "candidate": 2}),
+    "announce from a stranger": encode_message({"t": "announce", "epoch": 999, "leader_id": 42}),
 }
 
 
@@ -54,6 +61,7 @@ def test_garbage_on_every_peer_port_closes_that_link_and_replication_goes_on(lea
     cl = leader_cluster(3)
     r = client(cl.node(1).port)
     r.set("before", "1")
+    epoch = repl_status(cl, 1)["epoch"]
     socks = []
     for node in cl.nodes:
         for kind, data in BAD.items():
@@ -71,7 +79,12 @@ def test_garbage_on_every_peer_port_closes_that_link_and_replication_goes_on(lea
     text = open(cl.log_file(cl.node(1))).read()
     assert "peer connection from" in text and "exceeds the limit" in text and "checksum mismatch" in text
     assert "unknown peer message" in text and "hello without a node id" in text and "expected hello, got ack" in text
+    assert "malformed vote_req message" in text and "vote_req from node 42, which is not in the cluster file" in text
+    assert "announce from node 42" in text
     assert "Traceback" not in text
+    for nid in (1, 2, 3):
+        st = repl_status(cl, nid)
+        assert st["epoch"] == epoch and st["leader_id"] == 1, (nid, st["epoch"], st["leader_id"])
 
     # every node still serves, the followers still stream from the leader, and new writes arrive
     for node in cl.nodes:
