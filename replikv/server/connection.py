@@ -248,14 +248,16 @@ class ClientConnection(asyncio.Protocol):
             node.schedule_flush(self)   # (replies already in out were scheduled when they got there)
         return not w
 
-    def flush(self) -> None:
+    def flush(self, lapsed: bool | None = None) -> None:
+        """Hand the queued replies to the transport. ``lapsed``: the node's ``acks_lapsed()``
+        if the caller asked it already (one question per end of loop iteration)."""
         w = self.waiting
         if w and w[0][0] == _UNFILLED and len(self.out) < 64 and not self.closing:
             # a blocking command (WAIT, FAILOVER) waits for its answer: the replies before it
             # leave together with it, in one write (the client reads them in order anyway)
             return
         if self.acks:
-            self.node.vet_acks(self)   # a leader that lost its lease must not say OK now
+            self.node.vet_acks(self, lapsed)   # a leader that lost its lease must not say OK now
         if self.out and self.transport is not None and not self.transport.is_closing():
             out = self.out
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))

@@ -212,9 +212,13 @@ class Node:
         dirty = self._dirty
         if dirty:
             self._dirty = []
+            lapsed = None     # acks_lapsed(), asked once for all of them (see vet_acks)
             for c in dirty:
                 c.flush_queued = False
-                c.flush()
+                if c.acks and lapsed is None:
+                    r = self.repl
+                    lapsed = r is not None and r.acks_lapsed()
+                c.flush(lapsed)
 
     def flush_log(self) -> None:
         """Hand the buffered records to the log: before any reply leaves (see direct replies).
@@ -224,11 +228,17 @@ class Node:
         st = self.storage
         if st._buf:
             cfg = self.config
-            if self._writer_busy or (cfg.fsync == "always" and cfg.fsync_writer == "thread"):
+            if not self.log_write_inline():
                 # (a batch still on the IO thread, e.g. just after CONFIG SET fsync, goes first)
                 self._kick_writer()
             else:
                 self._write_inline(st.take_buffer(), cfg.fsync == "always")
+
+    def log_write_inline(self) -> bool:
+        """Are log writes made right here on the loop thread (flush_log's ``_write_inline``)
+        rather than on the IO thread?"""
+        cfg = self.config
+        return not self._writer_busy and (cfg.fsync != "always" or cfg.fsync_writer != "thread")
 
     def _write_inline(self, pending: tuple, sync: bool) -> None:
         """Write (and under fsync always, fsync) one batch on the loop thread."""
@@ -529,15 +539,17 @@ class Node:
             needed = max(needed, st.last_seq)
         return needed
 
-    def vet_acks(self, conn: ClientConnection) -> None:
+    def vet_acks(self, conn: ClientConnection, lapsed: bool | None = None) -> None:
         """Write acknowledgements are about to leave (``conn.acks``: their places in
         ``conn.out``). If this node stopped leading, or its lease ran out, since they were
         decided (the process was frozen by SIGSTOP, or its loop starved between running the
         writes and sending the replies), a new leader may exist without these writes: they
         get NOTACKED (outcome unknown) instead of OK, so no acknowledgement from a replaced
         leader reaches a client."""
-        r = self.repl
-        if r is not None and r.acks_lapsed():
+        if lapsed is None:
+            r = self.repl
+            lapsed = r is not None and r.acks_lapsed()
+        if lapsed:
             err = encode(Error("NOTACKED this node lost its leader lease before the write was acknowledged; "
                                "its outcome is unknown"), conn.proto)
             out = conn.out

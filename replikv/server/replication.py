@@ -1109,17 +1109,19 @@ class Replication(FailoverMixin):
             raise PeerProtocolError("records message is inconsistent")
         return recs, frames, first, last
 
-    def _relay_written(self, recs: list, last: int, sync: bool) -> None:
-        """A batch is in the relay log (written to the OS): received; queue it for the apply."""
+    def _relay_written(self, recs: list, last: int, sync: bool, queue: bool = True) -> None:
+        """A batch is in the relay log (written to the OS): received; queue it for the apply
+        (unless ``queue`` is False: the caller applies it right away, see _inline_ok)."""
         fc = self.follower_core
         self.relay_written = last
         self.received_epoch = recs[-1][1]
         fc.on_received(last)
-        q = self.apply_queue
-        if not self.queue_overflow and len(q) < 200_000:
-            q.extend(recs)
-        else:
-            self.queue_overflow = True
+        if queue:
+            q = self.apply_queue
+            if not self.queue_overflow and len(q) < 200_000:
+                q.extend(recs)
+            else:
+                self.queue_overflow = True
         if self._prompt == 1 and not sync:
             self._send_ack()      # now: the leader waits for "received", not for the apply
         else:
@@ -1130,22 +1132,62 @@ class Replication(FailoverMixin):
         self.follower_core.on_flushed(last)
         self._ack_soon()
 
-    def _after_records(self, recs: list, last: int) -> None:
-        node = self.node
+    def _inline_ok(self, recs: list, first: int) -> bool:
+        """May the I/O task apply this batch itself, right after writing it to the relay log?
+        Yes when the apply task is parked and caught up (nothing queued, this batch is next),
+        nothing delays the apply, the batch is small and no other message waits: as the
+        leader pushes from on_written, this spares a task wake-up, a sleep(0) and a timer per
+        batch, and the batch never enters the apply queue. A backlog (a burst, catching up)
+        goes to the apply task, which lets the I/O task read on between its slices (applying
+        it here made catch-up after a burst 5x slower: the reader stalled behind the applies)."""
         peer = self._peer
-        if self._apply_idle and len(recs) <= INLINE_APPLY_MAX and (peer is None or not peer._ready) \
-                and not self._data_lock.locked():
-            # the apply task is parked, caught up, nothing delays the apply, the batch is small
-            # and no other message waits: apply it here (as the leader pushes from on_written)
-            # instead of waking the task, which cost a task step, a sleep(0) and a timer per
-            # batch. A backlog (a burst, catching up) goes to the apply task, which lets the
-            # I/O task read on between its slices (applying it here made catch-up after a
-            # burst 5x slower: the reader stalled behind the applies)
-            self._apply_ready(2000)
-            if node.storage.last_seq < last:
-                self._apply_wake.set()   # more than the limit, a gap, overflow or a delay: the task goes on
-        else:
-            self._apply_wake.set()
+        return (self._apply_idle and self._apply_wanted and len(recs) <= INLINE_APPLY_MAX
+                and not self.apply_queue and not self.queue_overflow and not self.follower_core.apply_delay_ms
+                and (peer is None or not peer._ready) and not self._data_lock.locked()
+                and self.node.storage.last_seq + 1 == first)
+
+    def _apply_inline(self, recs: list, frames: bytes, first: int, last: int) -> None:
+        """Apply a batch that _inline_ok accepted: each record's effects on the keyspace, and
+        its frames, byte for byte, to the node's own log buffer in one piece (the frames of
+        records first..last are exactly the batch's ``frames``). A record that carries a row
+        / statement event (log formats) is applied by apply_event, which appends its own
+        record; the frames before it go first, so the own log stays in order."""
+        node = self.node
+        st = node.storage
+        apply = st.ks.apply
+        hist_epoch = self._hist_last_epoch
+        done = 0            # records whose frames are in the own log buffer
+        ts = 0
+        for i, (seq, epoch, ts, effects, _frame) in enumerate(recs):
+            if epoch != hist_epoch:
+                # the first record of a new epoch: extend the epoch history (as a timeline file)
+                self._history().append([epoch, seq])
+                self._hist_last_epoch = hist_epoch = epoch
+                st.meta.save()
+            if type(effects) is list:
+                for eff in effects:
+                    apply(eff, seq)
+            else:
+                if i > done:
+                    st.append_frames(b"".join(r[4] for r in recs[done:i]), recs[done][0], seq - 1, epoch, i - done)
+                apply_event(node, effects, seq, epoch, ts)   # row / statement: its own record at seq
+                done = i + 1
+        fc = self.follower_core
+        fc.next_unapplied_ts = None
+        if done == 0 and not st._buf and node.log_write_inline():
+            # the common case: the batch's frames are the own log's next bytes as they are.
+            # Written now, in one piece, instead of through the buffer at the end of the
+            # loop iteration (a copy into the buffer, one out of it, and a callback less)
+            fc.on_applied(last, ts)
+            st.note_frames(first, last, hist_epoch, len(recs), len(frames))
+            node._write_inline((frames, first, last), node.config.fsync == "always")
+            return
+        if done == 0:
+            st.append_frames(frames, first, last, hist_epoch, len(recs))
+        elif done < len(recs):
+            st.append_frames(b"".join(r[4] for r in recs[done:]), recs[done][0], last, hist_epoch, len(recs) - done)
+        fc.on_applied(last, ts)
+        node.schedule_log_flush()
 
     def _relay_inline(self) -> bool:
         """Is the relay log written (and fsynced) on the loop thread? Not when fsync always
@@ -1163,11 +1205,15 @@ class Replication(FailoverMixin):
         relay = self.relay
         relay.write_out(frames, last, first)
         sync = self.node.config.fsync == "always"
-        self._relay_written(recs, last, sync)
+        inline = self._inline_ok(recs, first)
+        self._relay_written(recs, last, sync, queue=not inline)
         if sync:
             relay.sync()
             self._relay_synced(last)
-        self._after_records(recs, last)
+        if inline:
+            self._apply_inline(recs, frames, first, last)
+        else:
+            self._apply_wake.set()
 
     async def _on_records(self, msg: dict) -> None:
         if self._relay_inline():
@@ -1180,7 +1226,7 @@ class Replication(FailoverMixin):
         self._relay_written(recs, last, True)
         await loop.run_in_executor(self.node._io, self.relay.sync)
         self._relay_synced(last)
-        self._after_records(recs, last)
+        self._apply_wake.set()
 
     async def relay_sync_everysec(self) -> None:
         if self.relay is None or self.relay_synced >= self.relay_written:

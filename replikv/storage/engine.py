@@ -392,6 +392,32 @@ class Storage:
         self.records_since_snapshot += 1
         self.bytes_since_snapshot += len(frame)
 
+    def append_frames(self, frames: bytes, first: int, last: int, epoch: int, count: int) -> None:
+        """``append_frame`` for a run of ``count`` frames holding records first..last in
+        order, in one piece (a batch from the leader applied as a whole); ``epoch``: that of
+        the last record."""
+        if first != self.last_seq + 1:
+            raise ValueError(f"record seq {first} does not follow {self.last_seq}")
+        if not self._buf:
+            self._buf_first = first
+        self._buf += frames
+        self._took(last, epoch, count, len(frames))
+
+    def note_frames(self, first: int, last: int, epoch: int, count: int, size: int) -> None:
+        """Records first..last (``count`` frames, ``size`` bytes) follow the last one, and
+        the caller hands them to ``write_out`` itself instead of through the buffer, which
+        must then be empty (nothing may be written ahead of what it holds)."""
+        if first != self.last_seq + 1 or self._buf:
+            raise ValueError(f"record seq {first} does not follow {self.last_seq} (or records are buffered)")
+        self._took(last, epoch, count, size)
+
+    def _took(self, last: int, epoch: int, count: int, size: int) -> None:
+        self.last_seq = last
+        if epoch > self.epoch:
+            self.epoch = epoch
+        self.records_since_snapshot += count
+        self.bytes_since_snapshot += size
+
     def install_snapshot(self, incoming_path: str, header: dict, chunks: list) -> None:
         """Replace everything with a snapshot received from the leader (full resync).
         Crash-safe: ``meta.resync`` marks the window in which the data dir is being replaced;

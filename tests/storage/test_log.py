@@ -790,3 +790,71 @@ def test_split_records_refuses_a_bad_batch(damage):
         first = 2
     with pytest.raises(ValueError):
         split_records(b"".join(frames), first)
+
+
+# ---------------------------------------------------------------------------- a follower's own log
+
+
+def test_frames_from_a_leader_buffered_whole_or_written_directly_recover_alike(tmp_path):
+    """A follower stores the leader's frames byte for byte: one by one (append_frame), a
+    batch in one piece through the buffer (append_frames), or a batch it writes out itself
+    (note_frames + write_out). All three give the same log; out-of-order or overlapping runs
+    are refused, and note_frames refuses to run while records wait in the buffer (they would
+    be written after later ones)."""
+    leader = str(tmp_path / "leader")
+    ls = Storage(leader, log=lambda m: None)
+    ls.recover()
+    for i in range(1, 31):
+        ls.append([(E_SET, b"k%d" % (i % 7), b"v%d" % i, 0)], 1000 + i)
+    data, first, last = ls.take_buffer()
+    ls.write_out(data, first, last, sync=True)
+    frames = split_records(data, 1)
+    ls.close()
+
+    from replikv.core.keyspace import digest
+
+    def follower(name: str, steps) -> Storage:
+        st_ = Storage(str(tmp_path / name), log=lambda m: None)
+        st_.recover()
+        for step in steps:
+            step(st_)
+        st_.close()
+        return recovered(str(tmp_path / name))
+
+    def one_by_one(st_):
+        for seq, epoch, _ts, _eff, frame in frames[:10]:
+            st_.append_frame(frame, seq, epoch)
+        st_.write_out(*st_.take_buffer(), sync=False)
+
+    def whole(st_):
+        blob = b"".join(f[4] for f in frames[10:20])
+        st_.append_frames(blob, 11, 20, 0, 10)
+        st_.write_out(*st_.take_buffer(), sync=False)
+
+    def direct(st_):
+        blob = b"".join(f[4] for f in frames[20:30])
+        st_.note_frames(21, 30, 0, 10, len(blob))
+        st_.write_out(blob, 21, 30, sync=False)
+
+    got = follower("f", [one_by_one, whole, direct])
+    want = recovered(leader)
+    assert got.last_seq == want.last_seq == 30
+    assert digest(got.ks) == digest(want.ks) and len(got.ks) == 7
+    assert got.records_since_snapshot == 30
+    with open(os.path.join(leader, "log", sorted(os.listdir(os.path.join(leader, "log")))[0]), "rb") as fh:
+        leader_bytes = fh.read()
+    with open(os.path.join(str(tmp_path / "f"), "log", sorted(os.listdir(os.path.join(str(tmp_path / "f"), "log")))[0]),
+              "rb") as fh:
+        assert fh.read() == leader_bytes
+
+    st_ = Storage(str(tmp_path / "g"), log=lambda m: None)
+    st_.recover()
+    with pytest.raises(ValueError):
+        st_.append_frames(frames[1][4], 2, 2, 0, 1)          # 1 is missing
+    with pytest.raises(ValueError):
+        st_.note_frames(2, 2, 0, 1, len(frames[1][4]))
+    st_.append_frame(frames[0][4], 1, 0)
+    with pytest.raises(ValueError):
+        st_.note_frames(2, 2, 0, 1, len(frames[1][4]))      # record 1 still in the buffer
+    assert st_.last_seq == 1
+    st_.close()
