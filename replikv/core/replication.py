@@ -280,6 +280,14 @@ class LeaderCore:
         return min(local_durable, self._k_best(level, policy.k, policy.names))
 
     def _k_best(self, level: str, k: int, names: tuple) -> int:
+        if k == 1 and not names:
+            # (the common case, e.g. semi-sync:1, checked on every ack: a max, not a sort)
+            best = 0
+            for f in self.followers.values():
+                p = getattr(f, level)
+                if p > best:
+                    best = p
+            return best
         ps = sorted((f.pos(level) for f in self.followers.values() if not names or f.node_id in names),
                     reverse=True)
         return ps[k - 1] if len(ps) >= k else 0

@@ -257,7 +257,10 @@ class ClientConnection(asyncio.Protocol):
             # leave together with it, in one write (the client reads them in order anyway)
             return
         if self.acks:
-            self.node.vet_acks(self, lapsed)   # a leader that lost its lease must not say OK now
+            if lapsed is False:
+                self.acks.clear()
+            else:
+                self.node.vet_acks(self, lapsed)   # a leader that lost its lease must not say OK now
         if self.out and self.transport is not None and not self.transport.is_closing():
             out = self.out
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))

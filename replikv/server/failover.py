@@ -365,7 +365,8 @@ class FailoverMixin:
             # with automatic failover off, a new leader can only come from this leader's own
             # switchover, so no lease is needed to know that it still leads
             return None
-        if self._lease_ok(self.node.clock.now_ms()):
+        now = int(time.time() * 1000) + self.node.clock.skew_ms     # Clock.now_ms, inlined (every command)
+        if now < self.lease_until or self._lease_ok(now):
             return None
         if not is_write and self.cluster.allow_stale_reads:
             return None

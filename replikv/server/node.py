@@ -574,7 +574,7 @@ class Node:
         if self.loading:
             return "LOADING replikv is replacing its data (rollback or full resync); retry in a moment"
         if self.role == "leader":
-            return self.repl.gate(cmd.is_write)
+            return self.repl.gate(cmd.write)
         return None
 
     def _partition_check(self, cmd, args) -> str | None:
