@@ -138,8 +138,15 @@ class ClientConnection(asyncio.Protocol):
             self.node.stats_protocol_errors += 1
             self.node.log.info("client %s: %s; closing the connection", self.addr, e)
             self.close_after_flush()
-        if self.out:
+        if self.out and not self._blocked():
             self.node.schedule_flush(self)
+
+    def _blocked(self) -> bool:
+        """Do the queued replies wait for a blocking command's answer (WAIT, FAILOVER)? Then
+        they leave together with it, in one write (the client reads them in order anyway),
+        and flush() would send nothing now; filling the slot schedules the flush."""
+        w = self.waiting
+        return bool(w) and w[0][0] == _UNFILLED and len(self.out) < 64 and not self.closing
 
     def _command_crashed(self, args: list[bytes]) -> None:
         """A command raised: answer with an error and close this connection (whether the
@@ -251,10 +258,7 @@ class ClientConnection(asyncio.Protocol):
     def flush(self, lapsed: bool | None = None) -> None:
         """Hand the queued replies to the transport. ``lapsed``: the node's ``acks_lapsed()``
         if the caller asked it already (one question per end of loop iteration)."""
-        w = self.waiting
-        if w and w[0][0] == _UNFILLED and len(self.out) < 64 and not self.closing:
-            # a blocking command (WAIT, FAILOVER) waits for its answer: the replies before it
-            # leave together with it, in one write (the client reads them in order anyway)
+        if self._blocked():
             return
         if self.acks:
             if lapsed is False:
