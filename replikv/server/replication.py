@@ -1147,11 +1147,12 @@ class Replication(FailoverMixin):
                 and self.node.storage.last_seq + 1 == first)
 
     def _apply_inline(self, recs: list, frames: bytes, first: int, last: int) -> None:
-        """Apply a batch that _inline_ok accepted: each record's effects on the keyspace, and
-        its frames, byte for byte, to the node's own log buffer in one piece (the frames of
-        records first..last are exactly the batch's ``frames``). A record that carries a row
-        / statement event (log formats) is applied by apply_event, which appends its own
-        record; the frames before it go first, so the own log stays in order."""
+        """Apply a batch that _inline_ok accepted: each record's effects on the keyspace, then
+        its frames, byte for byte, to the node's own log in one piece (the frames of records
+        first..last are exactly the batch's ``frames``): written right here when nothing else
+        waits in the log buffer, else appended to it. A record that carries a row / statement
+        event (log formats) is applied by apply_event, which appends its own record; the
+        frames before it go first, so the own log stays in order."""
         node = self.node
         st = node.storage
         apply = st.ks.apply
@@ -1169,7 +1170,8 @@ class Replication(FailoverMixin):
                     apply(eff, seq)
             else:
                 if i > done:
-                    st.append_frames(b"".join(r[4] for r in recs[done:i]), recs[done][0], seq - 1, epoch, i - done)
+                    st.append_frames(b"".join(r[4] for r in recs[done:i]), recs[done][0], seq - 1, recs[i - 1][1],
+                                     i - done)
                 apply_event(node, effects, seq, epoch, ts)   # row / statement: its own record at seq
                 done = i + 1
         fc = self.follower_core

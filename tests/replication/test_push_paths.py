@@ -92,3 +92,89 @@ def test_prompt_set_picks_k_followers_and_status_names_them():
     r.policy = AckPolicy.parse("async")
     assert r._prompt_set() is None and r._sync_state(2) == "async"
 
+
+
+# ---------------------------------------------------------------------------- follower: a batch applied inline
+
+
+def _follower_shell(tmp_path):
+    """A Replication shell in role follower over a real Storage, as _on_records_now sees it."""
+    from replikv.core.replication import FollowerCore
+    from replikv.storage.engine import Storage
+
+    st = Storage(str(tmp_path / "f"), log=lambda m: None)
+    st.recover()
+    calls = {"flush": 0, "direct": 0}
+
+    def write_inline(pending, sync):
+        calls["direct"] += 1
+        st.write_out(*pending, sync=sync)
+
+    def schedule_log_flush():
+        calls["flush"] += 1
+
+    node = types.SimpleNamespace(storage=st, logfmt=None, config=types.SimpleNamespace(fsync="everysec"),
+                                 log_write_inline=lambda: True, _write_inline=write_inline,
+                                 schedule_log_flush=schedule_log_flush)
+    r = object.__new__(Replication)
+    r.node = node
+    r.follower_core = FollowerCore()
+    hist = [[1, 1]]
+    r._history = lambda: hist
+    r._hist_last_epoch = 1
+    st.meta.save = lambda: None
+    return r, st, calls, hist
+
+
+def _frame(items: list) -> bytes:
+    import zlib
+
+    import msgpack
+
+    from replikv.storage.log import FRAME
+
+    payload = msgpack.packb(items, use_bin_type=True)
+    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def test_inline_batch_goes_to_the_own_log_in_one_piece(tmp_path):
+    from replikv.core.keyspace import E_SET
+
+    r, st, calls, hist = _follower_shell(tmp_path)
+    frames = b"".join(encode_record(s, 1 if s < 4 else 2, 100 + s, [[E_SET, b"k%d" % s, b"v%d" % s, 0]])
+                      for s in range(1, 7))
+    recs = split_records(frames, 1)
+    r._apply_inline(recs, frames, 1, 6)
+    assert calls == {"flush": 0, "direct": 1}           # written at once, not through the buffer
+    assert st.last_seq == st.written_seq == 6 and not st._buf
+    assert hist == [[1, 1], [2, 4]] and st.epoch == 2     # the epoch change at 4 is in the history
+    assert r.follower_core.applied == 6
+    assert st.ks.data[b"k5"].value == b"v5"
+    assert [f for _, f in st.log.read_from(1, 1 << 20)] == [rec[4] for rec in recs]
+
+
+def test_inline_batch_with_a_shipped_event_keeps_the_own_log_in_order(tmp_path):
+    """A record carrying a row / statement event (here an "eff" event) is appended by
+    apply_event as this node's own record; the frames before it must be buffered first and
+    those after it after, so the own log holds seqs 1..6 in order."""
+    from replikv.core.keyspace import E_SET
+
+    r, st, calls, hist = _follower_shell(tmp_path)
+    parts = []
+    for s in range(1, 7):
+        eff = [[E_SET, b"k%d" % s, b"v%d" % s, 0]]
+        epoch = 1 if s < 5 else 2
+        parts.append(_frame([s, epoch, 100 + s, "eff", eff]) if s == 3 else encode_record(s, epoch, 100 + s, eff))
+    frames = b"".join(parts)
+    recs = split_records(frames, 1)
+    assert type(recs[2][3]) is not list and all(type(rec[3]) is list for i, rec in enumerate(recs) if i != 2)
+    r._apply_inline(recs, frames, 1, 6)
+    assert calls == {"flush": 1, "direct": 0}            # through the buffer, flushed at the end of the iteration
+    data, first, last = st.take_buffer()
+    assert (first, last) == (1, 6)
+    st.write_out(data, first, last, sync=False)
+    got = [f for _, f in st.log.read_from(1, 1 << 20)]
+    assert [rec[0] for rec in split_records(b"".join(got), 1)] == [1, 2, 3, 4, 5, 6]
+    assert got[:2] == [recs[0][4], recs[1][4]] and got[3:] == [rec[4] for rec in recs[3:]]
+    assert all(st.ks.data[b"k%d" % s].value == b"v%d" % s for s in range(1, 7))
+    assert hist == [[1, 1], [2, 5]] and st.epoch == 2 and r.follower_core.applied == 6
