@@ -777,12 +777,11 @@ class Node:
         self.snapshot_pid = pid
         log.info("background snapshot at seq %d started by child %d", seq, pid)
         if pending is not None:
-            cfg = self.config
-            if self._writer_busy or (cfg.fsync == "always" and cfg.fsync_writer == "thread"):
+            if not self.log_write_inline():
                 # the writer thread runs jobs in order: these records go before the roll
                 self._submit_batch(pending)
             else:
-                self._write_inline(pending, cfg.fsync == "always")
+                self._write_inline(pending, self.config.fsync == "always")
         self._loop.run_in_executor(self._io, st.log.roll, seq + 1)
         asyncio.ensure_future(self._wait_snapshot(pid, seq))
         return True

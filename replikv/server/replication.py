@@ -75,7 +75,7 @@ class _Stream:
 PUSH_MAX_BUFFERED = 4 << 20    # bytes queued to a follower above which the sender task takes over
 PUSH_DELAY = 0.002             # seconds: how long an async leader gathers writes per message
 SPARE_DELAY = 0.005            # seconds: the same for followers no write waits on while others are (see _prompt_set)
-INLINE_APPLY_MAX = 256         # records: a larger batch goes to the apply task (see _on_records)
+INLINE_APPLY_MAX = 256         # records: a larger batch goes to the apply task (see _inline_ok)
 PROMPT_GAP = 0.0002            # seconds: the least time between two pushes while acks are awaited
 
 
@@ -110,7 +110,9 @@ class Replication(FailoverMixin):
         self._io_wanted = True
         self._apply_wanted = True
         self._apply_wake = asyncio.Event()
-        self._apply_idle = False    # the apply task is parked, caught up (see _on_records)
+        self._apply_idle = False    # the apply task is parked, caught up (see _inline_ok)
+        self.inline_batches = 0     # batches the I/O task applied itself (_apply_inline)
+        self.task_records = 0       # records the apply task applied (_apply_ready)
         self.relay: RecordLog | None = None
         self.apply_queue: deque = deque()   # (seq, epoch, ts_ms, effects, frame)
         self.queue_overflow = False
@@ -1157,39 +1159,56 @@ class Replication(FailoverMixin):
         st = node.storage
         apply = st.ks.apply
         hist_epoch = self._hist_last_epoch
-        done = 0            # records whose frames are in the own log buffer
-        ts = 0
-        for i, (seq, epoch, ts, effects, _frame) in enumerate(recs):
-            if epoch != hist_epoch:
-                # the first record of a new epoch: extend the epoch history (as a timeline file)
-                self._history().append([epoch, seq])
-                self._hist_last_epoch = hist_epoch = epoch
-                st.meta.save()
-            if type(effects) is list:
-                for eff in effects:
-                    apply(eff, seq)
-            else:
-                if i > done:
-                    st.append_frames(b"".join(r[4] for r in recs[done:i]), recs[done][0], seq - 1, recs[i - 1][1],
-                                     i - done)
-                apply_event(node, effects, seq, epoch, ts)   # row / statement: its own record at seq
-                done = i + 1
+        done = 0            # records whose frames are in the own log (buffer)
+        i = ts = 0
+        try:
+            for i, (seq, epoch, ts, effects, _frame) in enumerate(recs):
+                if epoch != hist_epoch:
+                    # the first record of a new epoch: extend the epoch history (as a timeline file)
+                    self._history().append([epoch, seq])
+                    self._hist_last_epoch = hist_epoch = epoch
+                    st.meta.save()
+                if type(effects) is list:
+                    for eff in effects:
+                        apply(eff, seq)
+                else:
+                    self._own_frames(recs, done, i)
+                    done = i
+                    apply_event(node, effects, seq, epoch, ts)   # row / statement: its own record at seq
+                    done = i + 1
+        except BaseException:
+            # (a bug: as with _apply_ready, whose records reach the own log one by one, the
+            # records applied before the failing one are in the own log; the link closes, and
+            # the apply task goes on from the relay log)
+            self._own_frames(recs, done, i)
+            if i:
+                self.follower_core.on_applied(recs[i - 1][0], recs[i - 1][2])
+                node.schedule_log_flush()
+            raise
+        self.inline_batches += 1
         fc = self.follower_core
         fc.next_unapplied_ts = None
-        if done == 0 and not st._buf and node.log_write_inline():
+        fc.on_applied(last, ts)
+        if done == 0 and not st._buf and node.config.fsync != "always" and node.log_write_inline():
             # the common case: the batch's frames are the own log's next bytes as they are.
-            # Written now, in one piece, instead of through the buffer at the end of the
-            # loop iteration (a copy into the buffer, one out of it, and a callback less)
-            fc.on_applied(last, ts)
+            # Written now, in one piece, instead of through the buffer at the end of the loop
+            # iteration (a copy into the buffer, one out of it, and a callback less). Not under
+            # fsync always: there the "flushed" ack, scheduled by _relay_written, must not
+            # wait for the own log's fsync; the end of the iteration writes it after the ack
             st.note_frames(first, last, hist_epoch, len(recs), len(frames))
-            node._write_inline((frames, first, last), node.config.fsync == "always")
+            node._write_inline((frames, first, last), False)
             return
         if done == 0:
             st.append_frames(frames, first, last, hist_epoch, len(recs))
-        elif done < len(recs):
-            st.append_frames(b"".join(r[4] for r in recs[done:]), recs[done][0], last, hist_epoch, len(recs) - done)
-        fc.on_applied(last, ts)
+        else:
+            self._own_frames(recs, done, len(recs))
         node.schedule_log_flush()
+
+    def _own_frames(self, recs: list, start: int, end: int) -> None:
+        """Append the frames of recs[start:end] (applied, in order) to the own log's buffer."""
+        if end > start:
+            self.node.storage.append_frames(b"".join(r[4] for r in recs[start:end]), recs[start][0],
+                                            recs[end - 1][0], recs[end - 1][1], end - start)
 
     def _relay_inline(self) -> bool:
         """Is the relay log written (and fsynced) on the loop thread? Not when fsync always
@@ -1307,7 +1326,7 @@ class Replication(FailoverMixin):
                         continue
                 fc.next_unapplied_ts = None
                 self._apply_wake.clear()
-                # parked and caught up: _on_records may apply new batches itself meanwhile
+                # parked and caught up: the I/O task may apply new batches itself meanwhile (_inline_ok)
                 self._apply_idle = not fc.apply_delay_ms
                 try:
                     await wait_event(self._apply_wake, 0.5)
@@ -1325,8 +1344,8 @@ class Replication(FailoverMixin):
 
     def _apply_ready(self, limit: int) -> int:
         """Apply up to ``limit`` queued records that are next in order and due (apply delay);
-        returns how many. Runs without yielding: from the apply task, and from ``_on_records``
-        for a batch that arrives while the apply task is idle and caught up."""
+        returns how many. Runs without yielding, from the apply task (a batch that arrives
+        while the apply task is parked and caught up is applied by _apply_inline instead)."""
         node = self.node
         st = node.storage
         fc = self.follower_core
@@ -1362,6 +1381,7 @@ class Replication(FailoverMixin):
             n += 1
         fc.next_unapplied_ts = q[0][2] if q else None
         if n:
+            self.task_records += n
             fc.on_applied(st.last_seq, applied_ts)   # once per batch: nothing reads it in between
             node.schedule_log_flush()
         return n
@@ -1436,6 +1456,7 @@ class Replication(FailoverMixin):
                 "leader_last": fc.leader_last, "lag": fc.apply_lag(now), "apply_delay_ms": fc.apply_delay_ms,
                 "full_resyncs": self.full_resyncs, "last_resync_reason": self.last_resync_reason,
                 "max_lag_ms": node.config.max_lag_ms, "refused": self.refusal,
+                "applied_inline_batches": self.inline_batches, "applied_by_task_records": self.task_records,
             })
         out.update(node.logfmt.status() if node.logfmt is not None else {"log_format": "physical"})
         return out

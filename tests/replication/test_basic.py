@@ -7,7 +7,7 @@ import subprocess
 import time
 
 from tests.conftest import client, wait_for
-from tests.replication.conftest import converged, digest
+from tests.replication.conftest import converged, digest, repl_status
 
 
 def test_20k_writes_converge_followers_read_only_info_and_role(leader_cluster):
@@ -190,6 +190,11 @@ def test_followers_own_logs_hold_the_leaders_frames_byte_for_byte(leader_cluster
         pipe.delete(f"key:{i:012d}")
     pipe.execute()
     wait_for(lambda: converged(cl), 60, what="all three nodes converging to one DIGEST")
+    # both ways of applying ran: batches the I/O task applied itself (and wrote to the own
+    # log at once) and the apply task's backlog (the pipelined burst)
+    st = [repl_status(cl, nid) for nid in (2, 3)]
+    assert all(s["applied_inline_batches"] > 0 for s in st), st
+    assert sum(s["applied_by_task_records"] for s in st) > 0, st
     cl.stop()
     frames = {n.node_id: _log_frames(n.data_dir) for n in cl.nodes}
     assert len(frames[1]) > 20000

@@ -93,7 +93,6 @@ def test_prompt_set_picks_k_followers_and_status_names_them():
     assert r._prompt_set() is None and r._sync_state(2) == "async"
 
 
-
 # ---------------------------------------------------------------------------- follower: a batch applied inline
 
 
@@ -119,6 +118,7 @@ def _follower_shell(tmp_path):
     r = object.__new__(Replication)
     r.node = node
     r.follower_core = FollowerCore()
+    r.inline_batches = 0
     hist = [[1, 1]]
     r._history = lambda: hist
     r._hist_last_epoch = 1
@@ -146,6 +146,7 @@ def test_inline_batch_goes_to_the_own_log_in_one_piece(tmp_path):
     recs = split_records(frames, 1)
     r._apply_inline(recs, frames, 1, 6)
     assert calls == {"flush": 0, "direct": 1}           # written at once, not through the buffer
+    assert r.inline_batches == 1
     assert st.last_seq == st.written_seq == 6 and not st._buf
     assert hist == [[1, 1], [2, 4]] and st.epoch == 2     # the epoch change at 4 is in the history
     assert r.follower_core.applied == 6
@@ -163,7 +164,7 @@ def test_inline_batch_with_a_shipped_event_keeps_the_own_log_in_order(tmp_path):
     parts = []
     for s in range(1, 7):
         eff = [[E_SET, b"k%d" % s, b"v%d" % s, 0]]
-        epoch = 1 if s < 5 else 2
+        epoch = 1 if s < 3 else 2            # the event starts a new epoch
         parts.append(_frame([s, epoch, 100 + s, "eff", eff]) if s == 3 else encode_record(s, epoch, 100 + s, eff))
     frames = b"".join(parts)
     recs = split_records(frames, 1)
@@ -177,4 +178,25 @@ def test_inline_batch_with_a_shipped_event_keeps_the_own_log_in_order(tmp_path):
     assert [rec[0] for rec in split_records(b"".join(got), 1)] == [1, 2, 3, 4, 5, 6]
     assert got[:2] == [recs[0][4], recs[1][4]] and got[3:] == [rec[4] for rec in recs[3:]]
     assert all(st.ks.data[b"k%d" % s].value == b"v%d" % s for s in range(1, 7))
-    assert hist == [[1, 1], [2, 5]] and st.epoch == 2 and r.follower_core.applied == 6
+    assert hist == [[1, 1], [2, 3]] and st.epoch == 2 and r.follower_core.applied == 6
+    assert r.inline_batches == 1
+
+
+def test_inline_batch_that_fails_midway_leaves_the_own_log_at_what_was_applied(tmp_path):
+    """An error applying record 4 (a bug) must not leave records 1..3 applied to the keyspace
+    but missing from the own log (the apply task would apply them again from the relay
+    log): they are in the log buffer, the applied position says 3, and the error goes up
+    (the link closes; the apply task goes on from the relay log)."""
+    import pytest
+
+    from replikv.core.keyspace import E_SET
+
+    r, st, calls, hist = _follower_shell(tmp_path)
+    frames = b"".join(encode_record(s, 1, 100 + s, [[E_SET if s != 4 else 250, b"k%d" % s, b"v%d" % s, 0]])
+                      for s in range(1, 7))
+    recs = split_records(frames, 1)
+    with pytest.raises(ValueError, match="unknown effect opcode"):
+        r._apply_inline(recs, frames, 1, 6)
+    assert st.last_seq == 3 and r.follower_core.applied == 3 and calls["flush"] == 1 and r.inline_batches == 0
+    data, first, last = st.take_buffer()
+    assert (first, last) == (1, 3) and data == b"".join(rec[4] for rec in recs[:3])

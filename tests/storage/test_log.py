@@ -804,6 +804,7 @@ def test_frames_from_a_leader_buffered_whole_or_written_directly_recover_alike(t
     leader = str(tmp_path / "leader")
     ls = Storage(leader, log=lambda m: None)
     ls.recover()
+    ls.epoch = 3
     for i in range(1, 31):
         ls.append([(E_SET, b"k%d" % (i % 7), b"v%d" % i, 0)], 1000 + i)
     data, first, last = ls.take_buffer()
@@ -818,6 +819,9 @@ def test_frames_from_a_leader_buffered_whole_or_written_directly_recover_alike(t
         st_.recover()
         for step in steps:
             step(st_)
+        # the in-memory bookkeeping of the three ways agrees with what was stored
+        assert (st_.last_seq, st_.written_seq, st_.epoch) == (30, 30, 3)
+        assert st_.records_since_snapshot == 30 and st_.bytes_since_snapshot == len(data)
         st_.close()
         return recovered(str(tmp_path / name))
 
@@ -828,19 +832,20 @@ def test_frames_from_a_leader_buffered_whole_or_written_directly_recover_alike(t
 
     def whole(st_):
         blob = b"".join(f[4] for f in frames[10:20])
-        st_.append_frames(blob, 11, 20, 0, 10)
+        st_.append_frames(blob, 11, 20, 3, 10)
         st_.write_out(*st_.take_buffer(), sync=False)
 
     def direct(st_):
         blob = b"".join(f[4] for f in frames[20:30])
-        st_.note_frames(21, 30, 0, 10, len(blob))
+        st_.note_frames(21, 30, 3, 10, len(blob))
         st_.write_out(blob, 21, 30, sync=False)
 
     got = follower("f", [one_by_one, whole, direct])
     want = recovered(leader)
-    assert got.last_seq == want.last_seq == 30
+    assert got.last_seq == want.last_seq == 30 and got.epoch == want.epoch == 3
     assert digest(got.ks) == digest(want.ks) and len(got.ks) == 7
-    assert got.records_since_snapshot == 30
+    got.close()
+    want.close()
     with open(os.path.join(leader, "log", sorted(os.listdir(os.path.join(leader, "log")))[0]), "rb") as fh:
         leader_bytes = fh.read()
     with open(os.path.join(str(tmp_path / "f"), "log", sorted(os.listdir(os.path.join(str(tmp_path / "f"), "log")))[0]),
