@@ -753,7 +753,10 @@ class Replication(FailoverMixin):
         if self.role != "leader":
             conn.reply_now(b":0\r\n")
             return
-        count = sum(1 for f in self.leader_core.followers.values() if f.received >= target)  # replicas_at
+        count = 0       # LeaderCore.replicas_at(target), without a generator (once per WAIT)
+        for f in self.leader_core.followers.values():
+            if f.received >= target:
+                count += 1
         if count >= n:
             conn.reply_now(b":%d\r\n" % count)
             return
@@ -780,7 +783,11 @@ class Replication(FailoverMixin):
         keep = []
         for item in self.wait_list:
             conn, n, target, deadline, slot = item
-            count = 0 if target > best else sum(1 for p in pos if p >= target)
+            count = 0
+            if target <= best:
+                for p in pos:
+                    if p >= target:
+                        count += 1
             if count >= n or (deadline is not None and now >= deadline) or conn.closing:
                 conn.fill_slot(slot, b":%d\r\n" % count)
             else:
