@@ -20,8 +20,12 @@ measurement (ack semi-sync:1), ``wait`` SET + WAIT 1 under async acks, ``async``
 Before the CPU is measured the cluster converges; at the end the three keyspace digests are
 compared. Benchmarks report; they never assert.
 
-To compare two trees, run it with ``PYTHONPATH=<tree>`` from outside the repository (a
-working directory holding a ``replikv`` package wins over PYTHONPATH).
+To compare two trees: ``--compare BASE [NEW]`` (a git revision, ``WORKTREE`` or a directory
+holding a ``replikv`` package, as bench/ab_replication.py takes; NEW defaults to WORKTREE)
+runs each in its own process, alternating, ``--rounds`` times, with ``--profile``, and prints
+both sides' Python calls per write and least CPU per write:
+
+    python bench/one_process.py --compare 9cc4ea7 --mode wait --rounds 2
 """
 
 from __future__ import annotations
@@ -165,6 +169,40 @@ async def _run(args) -> dict:
             await node.stop()
 
 
+def compare(args) -> int:
+    """Run BASE and NEW alternately in child processes (see the module docstring)."""
+    import json
+    import statistics
+    import subprocess
+
+    from ab_replication import tree
+
+    specs = list(args.compare) + ["WORKTREE"] * (2 - len(args.compare))
+    sides = [(spec, tree(spec)) for spec in specs[:2]]
+    got: dict[str, list[dict]] = {spec: [] for spec, _ in sides}
+    for r in range(args.rounds):
+        for spec, path in sides:
+            env = dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                       PYTHONHASHSEED="0")
+            p = subprocess.run([sys.executable, os.path.abspath(__file__), "--mode", args.mode, "--requests",
+                                str(args.requests), "--reps", str(args.reps), "--profile", "--top", "0", "--json"],
+                               cwd=path, env=env, capture_output=True, text=True, timeout=1800)
+            if p.returncode != 0:
+                print(f"round {r + 1} {spec}: failed\n{p.stderr[-2000:]}", flush=True)
+                continue
+            res = json.loads(p.stdout.strip().splitlines()[-1])
+            got[spec].append(res)
+            print(f"round {r + 1} {spec:<12} {res['calls']:7.1f} Python calls per write   "
+                  f"{res['cpu_us']:6.2f} µs CPU per write (under cProfile)", flush=True)
+    if all(got.values()):
+        (a, ra), (b, rb) = got.items()
+        ca, cb = statistics.mean(x["calls"] for x in ra), statistics.mean(x["calls"] for x in rb)
+        ua, ub = min(x["cpu_us"] for x in ra), min(x["cpu_us"] for x in rb)
+        print(f"{args.mode}: {a} {ca:.1f} -> {b} {cb:.1f} calls per write ({cb / ca - 1:+.1%}); "
+              f"least CPU {ua:.2f} -> {ub:.2f} µs ({ub / ua - 1:+.1%})")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=("major", "wait", "async"), default="major")
@@ -172,7 +210,16 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="cProfile the reps: Python calls per write, top functions")
     ap.add_argument("--top", type=int, default=30, help="functions listed with --profile")
+    ap.add_argument("--compare", nargs="+", metavar="TREE", help="BASE [NEW]: compare two trees (see above)")
+    ap.add_argument("--rounds", type=int, default=2, help="with --compare: runs of each tree")
+    ap.add_argument("--json", action="store_true", help="also print the result as one JSON line")
     args = ap.parse_args()
+    if args.compare:
+        if len(args.compare) > 2:
+            ap.error("--compare takes BASE and optionally NEW")
+        if args.reps == 3:
+            args.reps = 1
+        return compare(args)
     logging.basicConfig(level=logging.WARNING)
     try:
         import uvloop
@@ -186,6 +233,7 @@ def main() -> int:
     print(f"min {min(out['cpu_us']):.2f} µs CPU per write; best {max(out['ops']):,.0f} writes/s; "
           f"error replies {out['errors']}; the three keyspaces equal: {out['converged']}")
     prof = out.get("profile")
+    calls = None
     if prof is not None:
         import pstats
 
@@ -197,6 +245,11 @@ def main() -> int:
         print(f"{'calls/write':>11} {'own µs/write':>12} {'cum µs/write':>12}  function (times inflated by cProfile)")
         for (fn, ln, name), (_cc, nc, tt, ct, _callers) in rows:
             print(f"{nc / w:11.3f} {tt / w * 1e6:12.2f} {ct / w * 1e6:12.2f}  {os.path.basename(fn)}:{ln} {name}")
+    if args.json:
+        import json
+
+        print(json.dumps({"cpu_us": min(out["cpu_us"]), "ops": max(out["ops"]), "converged": out["converged"],
+                          "calls": None if calls is None else calls / (args.requests * args.reps)}))
     return 0
 
 
