@@ -1171,10 +1171,7 @@ class Replication(FailoverMixin):
         try:
             for i, (seq, epoch, ts, effects, _frame) in enumerate(recs):
                 if epoch != hist_epoch:
-                    # the first record of a new epoch: extend the epoch history (as a timeline file)
-                    self._history().append([epoch, seq])
-                    self._hist_last_epoch = hist_epoch = epoch
-                    st.meta.save()
+                    hist_epoch = self._enter_epoch(epoch, seq)
                 if type(effects) is list:
                     for eff in effects:
                         apply(eff, seq)
@@ -1210,6 +1207,14 @@ class Replication(FailoverMixin):
         else:
             self._own_frames(recs, done, len(recs))
         node.schedule_log_flush()
+
+    def _enter_epoch(self, epoch: int, seq: int) -> int:
+        """The record at ``seq`` is the first of ``epoch``: extend the epoch history (as a
+        timeline file), durably, before the record is applied. Returns ``epoch``."""
+        self._history().append([epoch, seq])
+        self._hist_last_epoch = epoch
+        self.node.storage.meta.save()
+        return epoch
 
     def _own_frames(self, recs: list, start: int, end: int) -> None:
         """Append the frames of recs[start:end] (applied, in order) to the own log's buffer."""
@@ -1374,10 +1379,7 @@ class Replication(FailoverMixin):
                     break
             q.popleft()
             if epoch != hist_epoch:
-                # the first record of a new epoch: extend the epoch history (as a timeline file)
-                self._history().append([epoch, seq])
-                self._hist_last_epoch = hist_epoch = epoch
-                st.meta.save()
+                hist_epoch = self._enter_epoch(epoch, seq)
             if type(effects) is list:
                 for eff in effects:
                     apply(eff, seq)

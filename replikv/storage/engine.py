@@ -381,16 +381,7 @@ class Storage:
     def append_frame(self, frame: bytes, seq: int, epoch: int) -> None:
         """Buffer a record received from the leader, byte for byte (its crc was verified);
         the follower's log is then identical to the leader's, position for position."""
-        if seq != self.last_seq + 1:
-            raise ValueError(f"record seq {seq} does not follow {self.last_seq}")
-        if not self._buf:
-            self._buf_first = seq
-        self._buf += frame
-        self.last_seq = seq
-        if epoch > self.epoch:
-            self.epoch = epoch
-        self.records_since_snapshot += 1
-        self.bytes_since_snapshot += len(frame)
+        self.append_frames(frame, seq, seq, epoch, 1)
 
     def append_frames(self, frames: bytes, first: int, last: int, epoch: int, count: int) -> None:
         """``append_frame`` for a run of ``count`` frames holding records first..last in
