@@ -222,6 +222,8 @@ class FailoverMixin:
                 int(msg["epoch"])
             if t == "vote_req":
                 int(msg["last_epoch"]), int(msg["last_seq"])
+            if t == "timeout_now":
+                int(msg.get("epoch", 0))
         except (KeyError, TypeError, ValueError) as e:
             raise PeerProtocolError(f"malformed {t} message (bad or missing {e})") from None
         if sender and not self._knows_node(sender):

@@ -1,7 +1,7 @@
 """Bad input on the peer port of real nodes (MISSION K4 for the replication protocol):
 random bytes, an HTTP request, a frame with a wrong checksum, a length over the limit, a
 well-formed frame of an unknown message type, a hello that is not one, and control messages
-(a vote request, an announcement) that are malformed or come from a node id outside the
+(a vote request, an announcement, a switchover's timeout_now) that are malformed or come from a node id outside the
 cluster file, which must not move the epoch. Each such link is
 closed by the node (at once for a complete bad frame; after the hello timeout at the latest
 for bytes that announce a long frame) with a warning in its log that says what was wrong,
@@ -40,6 +40,7 @@ BAD = {
                                              "last_seq": 10**9}),
     "malformed vote": encode_message({"t": "vote_req", "epoch": "soon", "candidate": 2}),
     "announce from a stranger": encode_message({"t": "announce", "epoch": 999, "leader_id": 42}),
+    "malformed timeout_now": encode_message({"t": "timeout_now", "epoch": "now"}),
 }
 
 
@@ -80,7 +81,7 @@ def test_garbage_on_every_peer_port_closes_that_link_and_replication_goes_on(lea
     assert "peer connection from" in text and "exceeds the limit" in text and "checksum mismatch" in text
     assert "unknown peer message" in text and "hello without a node id" in text and "expected hello, got ack" in text
     assert "malformed vote_req message" in text and "vote_req from node 42, which is not in the cluster file" in text
-    assert "announce from node 42" in text
+    assert "announce from node 42" in text and "malformed timeout_now message" in text
     assert "Traceback" not in text
     for nid in (1, 2, 3):
         st = repl_status(cl, nid)
