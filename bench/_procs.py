@@ -174,6 +174,26 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+def cpu_split(pid: int) -> tuple[float, float, int, int]:
+    """(user seconds, system seconds, voluntary, involuntary context switches) of a process
+    (all its threads) so far, from /proc; NaNs and zeros if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            f = fh.read().rsplit(")", 1)[1].split()
+        tck = os.sysconf("SC_CLK_TCK")
+        user, system = int(f[11]) / tck, int(f[12]) / tck
+        vol = invol = 0
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("voluntary_ctxt_switches"):
+                    vol = int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches"):
+                    invol = int(line.split()[1])
+        return user, system, vol, invol
+    except (OSError, IndexError, ValueError):
+        return float("nan"), float("nan"), 0, 0
+
+
 def loadavg() -> str:
     try:
         return " ".join(open("/proc/loadavg").read().split()[:3])

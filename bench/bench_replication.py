@@ -157,17 +157,34 @@ class CpuMeter:
 
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
-        self.c0 = [_procs.cpu_seconds(p) for p in pids]
-        self.me0 = time.process_time()
+        self.s0 = [_procs.cpu_split(p) for p in pids]
+        self.me0 = os.times()
 
     def per_request(self, n: int, client_here: bool = False) -> dict:
-        c1 = [_procs.cpu_seconds(p) for p in self.pids]
-        d = [b - a for a, b in zip(self.c0, c1, strict=True)]
-        out = {"cpu_us": sum(d) / n * 1e6, "cpu_leader_us": d[0] / n * 1e6,
-               "cpu_others_us": sum(d[1:]) / n * 1e6}
+        """Per request: CPU µs in all (``cpu_us``), of the leader and of the others, and per
+        process (``procs``, leader first): user µs, system µs, voluntary and involuntary
+        context switches; and the client's user / system µs when it runs in this process."""
+        s1 = [_procs.cpu_split(p) for p in self.pids]
+        procs = [[(b[i] - a[i]) / n * (1e6 if i < 2 else 1) for i in range(4)]
+                 for a, b in zip(self.s0, s1, strict=True)]
+        d = [u + s for u, s, _, _ in procs]
+        out = {"cpu_us": sum(d), "cpu_leader_us": d[0], "cpu_others_us": sum(d[1:]), "procs": procs}
         if client_here:
-            out["cpu_client_us"] = (time.process_time() - self.me0) / n * 1e6
+            me = os.times()
+            out["client_user_us"] = (me.user - self.me0.user) / n * 1e6
+            out["client_sys_us"] = (me.system - self.me0.system) / n * 1e6
+            out["cpu_client_us"] = out["client_user_us"] + out["client_sys_us"]
         return out
+
+    @staticmethod
+    def detail(m: dict) -> str:
+        """User / system µs and context switches per request, per process."""
+        names = ["leader"] + [f"other {i}" for i in range(1, len(m["procs"]))]
+        s = "; ".join(f"{name} {u:.1f} user + {sy:.1f} sys µs, {v:.2f} vol / {iv:.3f} invol switches"
+                      for name, (u, sy, v, iv) in zip(names, m["procs"], strict=True))
+        if "client_user_us" in m:
+            s += f"; client {m['client_user_us']:.1f} user + {m['client_sys_us']:.1f} sys µs"
+        return s
 
     @staticmethod
     def show(m: dict) -> str:
@@ -358,7 +375,7 @@ def run_redis(args, R: dict) -> None:
 
 # ---------------------------------------------------------------------------- PySyncObj
 def pysyncobj_node(argv: list[str]) -> int:
-    """One PySyncObj node (run as a child: ``--pysyncobj-node SELF PARTNERS DIR N BATCH``).
+    """One PySyncObj node (run as a child: ``--pysyncobj-node SELF PARTNERS DIR N BATCH CONNS``).
     The node that is leader once the cluster is ready drives N committed writes and writes
     result.json into DIR; the others serve until they are stopped."""
     import threading
@@ -367,6 +384,7 @@ def pysyncobj_node(argv: list[str]) -> int:
     from pysyncobj.batteries import ReplDict
 
     me, partners, d, n, batch = argv[0], argv[1].split(","), argv[2], int(argv[3]), argv[4] == "1"
+    inflight = int(argv[5]) if len(argv) > 5 else CONNS
     conf = SyncObjConf(journalFile=os.path.join(d, me.replace(":", "_") + ".journal"),
                        fullDumpFile=os.path.join(d, me.replace(":", "_") + ".dump"),
                        appendEntriesUseBatch=batch)
@@ -428,9 +446,10 @@ def pysyncobj_node(argv: list[str]) -> int:
         pids = json.load(fh)
     mypid = os.getpid()
     pids = [mypid] + [p for p in pids if p != mypid]   # the leader first
-    drive(500, CONNS)    # warm-up
+    drive(500, inflight)    # warm-up
     cm = CpuMeter(pids)
-    res = drive(n, CONNS)
+    res = drive(n, inflight)
+    res["inflight"] = inflight
     res.update(cm.per_request(n))
     res["still_leader"] = obj._isLeader()
     res["batch"] = batch
@@ -457,7 +476,7 @@ def run_pysyncobj(args, R: dict, batch: bool) -> dict | None:
             log = open(os.path.join(d, f"node{i}.log"), "wb")
             p = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--pysyncobj-node", a, partners, d,
                                   str(args.majority_requests if not batch else args.batch_requests),
-                                  "1" if batch else "0"],
+                                  "1" if batch else "0", str(CONNS)],
                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)
             log.close()
@@ -575,6 +594,7 @@ def report(R: dict, rounds: int) -> list[dict]:
 
 
 def main() -> int:
+    global CONNS
     if len(sys.argv) > 1 and sys.argv[1] == "--pysyncobj-node":
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         return pysyncobj_node(sys.argv[2:])
@@ -588,8 +608,12 @@ def main() -> int:
                     help="committed writes per run of PySyncObj with its default batching (~150/s)")
     ap.add_argument("--burst", type=int, default=100000, help="-n of the catch-up burst (4.)")
     ap.add_argument("--only", default="1234", help="which parts to run, e.g. 3 or 124 (default 1234)")
+    ap.add_argument("--conns", type=int, default=CONNS,
+                    help="connections of the lean client (2., 3.) and writes in flight in PySyncObj (3.); "
+                         f"default {CONNS}, the setting the targets are measured at")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
+    CONNS = args.conns
     _procs.need("redis-server")
     _procs.need("redis-benchmark")
     try:

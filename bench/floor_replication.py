@@ -5,6 +5,9 @@ on uvloop, hiredis, msgpack), measured with the same lean client as bench_replic
 
     python bench/floor_replication.py [--rounds 3] [--requests 20000] [--files]
 
+Each run also prints, per write and per process, user and system CPU and voluntary /
+involuntary context switches (from /proc).
+
 Three processes on loopback, none of them replikv:
   - a leader that parses RESP with hiredis, keeps SET in a dict, frames each write as a
     record (msgpack + crc32 + length, as replikv's log does, but writes no file), and at
@@ -242,6 +245,8 @@ def main() -> int:
                          "follower a relay log and its own log per message (os.write, no fsync, as fsync everysec "
                          "between its syncs)")
     args = ap.parse_args()
+    from bench_replication import CpuMeter
+
     got: dict[str, list[dict]] = {"floor": [], "replikv": []}
     for r in range(args.rounds):
         def floor(n):
@@ -253,6 +258,7 @@ def main() -> int:
             print(f"round {r + 1} {name:<8} {m['ops']:>8,.0f} writes/s  p50 {m['p50_ms']:.2f} ms  "
                   f"CPU µs/write: servers {m['cpu_us']:.1f} "
                   f"(leader {m['cpu_leader_us']:.1f}), client {m.get('cpu_client_us', 0):.1f}", flush=True)
+            print(f"    per write: {CpuMeter.detail(m)}", flush=True)
     for name, ms in got.items():
         print(f"median {name:<8} {statistics.median(m['ops'] for m in ms):>8,.0f} writes/s")
     return 0
