@@ -16,7 +16,7 @@ import json
 from ..core import commands as C
 from ..core.replication import AckPolicy, PolicyError
 from ..core.resp import OK, Error, Map, encode
-from .commandinfo import CONNECTION_COMMANDS
+from .commandinfo import CONNECTION_COMMANDS, META
 from .conncommands import _CONN_COMMANDS
 
 
@@ -246,7 +246,10 @@ _CONN_COMMANDS[b"DEPS"] = cmd_deps
 _CONN_COMMANDS[b"PARTITIONS"] = cmd_partitions
 CONNECTION_COMMANDS.setdefault("replica", (-2, ["admin", "noscript"]))
 CONNECTION_COMMANDS.setdefault("ackmode", (-1, ["fast"]))
-CONNECTION_COMMANDS.setdefault("failover", (-1, ["admin", "noscript"]))
+# FAILOVER exists in Redis too: COMMAND INFO gives Redis's flags and ACL categories
+CONNECTION_COMMANDS.setdefault("failover", (-1, ["admin", "noscript", "stale"]))
+META.setdefault("failover", ("Hand leadership to a follower (a switchover with fencing)", "6.2.0", "server",
+                             "admin slow dangerous", "", ""))
 CONNECTION_COMMANDS.setdefault("lastpos", (1, ["fast"]))
 CONNECTION_COMMANDS.setdefault("pos", (1, ["fast"]))
 CONNECTION_COMMANDS.setdefault("waitpos", (3, ["noscript"]))

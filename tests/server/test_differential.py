@@ -470,6 +470,7 @@ def test_command_info_matches_redis(servers):
     categories, tips, key specifications and subcommands, in RESP2 and RESP3 (sets where
     Redis sends sets). Subcommands only replikv has (7.2's CLIENT SETINFO, CLIENT NO-TOUCH)
     are left out."""
+    import replikv.server.replcommands  # noqa: F401  (registers FAILOVER & co., as in a node)
     from replikv.server.commandinfo import all_names
 
     r, k = servers
