@@ -488,7 +488,9 @@ def cmd_set(ctx: Ctx, args):
         # the common case, no options (an expired old entry is simply replaced)
         if len(value) > ctx.max_string:
             raise CommandError("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
-        ctx.emit((E_SET, key, value, 0))
+        e = (E_SET, key, value, 0)
+        ctx.effects.append(e)           # ctx.emit(e), inlined
+        ctx.ks.apply(e, ctx.pos)
         return OK
     # Redis's parseExtendedStringArgumentsOrReply: a repeated option is accepted (the last
     # expiry wins), conflicting ones are a syntax error; the expiry value is checked after.

@@ -167,17 +167,36 @@ class RequestParser:
 
     def feed(self, data: bytes) -> None:
         if (self._reader is not None and data[:1] == b"*" and self._pos >= len(self._buf)
-                and self._args is None and len(data) <= self._fast_max and self._fast(data)):
+                and self._args is None and len(data) <= self._fast_max and self._fast(data, False)):
             return
         self._buf += data
 
-    def _fast(self, data: bytes) -> bool:
+    def feed_one(self, data: bytes) -> list[bytes] | None:
+        """``feed(data)``, except that a chunk holding exactly one whole command, with nothing
+        else buffered, is returned at once instead of queued (a client that does not
+        pipeline: the common case, without a trip through the queue and ``next_command``).
+        None: the chunk was fed; take its commands with ``next_command()``."""
+        if (self._reader is not None and data[:1] == b"*" and self._pos >= len(self._buf)
+                and self._args is None and len(data) <= self._fast_max):
+            got = self._fast(data, not self._ready)
+            if got is True:
+                return None
+            if got is not False:
+                return got
+        self._buf += data
+        return None
+
+    def _fast(self, data: bytes, take: bool):
         """Parse a chunk with hiredis; keep its commands only if encoding them back gives
         exactly the chunk, i.e. the chunk is a run of complete canonical frames
         ``*N\r\n($L\r\n<L bytes>\r\n)*N``. (hiredis alone is more lenient than Redis: it
         takes ``+x``, ``(1`` or ``=5\r\ntxt:x`` as a string inside an array, and skips the
         two bytes after a bulk without looking at them.) The check costs one join and one
-        comparison per chunk instead of Python work per byte field."""
+        comparison per chunk instead of Python work per byte field.
+
+        Returns True (the chunk's commands are queued), False (not taken: the Python parser
+        must take the chunk) or, with ``take`` and a chunk of one whole command, that
+        command, not queued (``feed_one``)."""
         r = self._reader
         r.feed(data)
         try:
@@ -186,6 +205,8 @@ class RequestParser:
                 # one whole frame (a client that does not pipeline): the cheapest check
                 if _encode_one(c) == data:
                     self.fast_chunks += 1
+                    if take:
+                        return c
                     self._ready_bytes += len(data)
                     if self._ready:
                         self._ready.insert(0, c)   # popped from the end: after the older ones

@@ -82,12 +82,47 @@ class ClientConnection(asyncio.Protocol):
         if self.closing:
             return  # a protocol error closes this connection: buffer nothing more
         self.last_cmd_time = time.time()   # once per read, not per command (CLIENT LIST idle=)
-        self.parser.feed(data)
         if self.held:
             # nothing runs until the held replies leave; stop reading once enough is buffered
+            self.parser.feed(data)
             self._update_reading()
             return
-        self._process()
+        if self.paused:
+            self.parser.feed(data)
+            self._process()     # (runs nothing: resume_writing does, once the client reads)
+            return
+        args = self.parser.feed_one(data)
+        if args is None:
+            self._process()
+        elif args:
+            self._run_single(args)
+
+    def _run_single(self, args: list[bytes]) -> None:
+        """``_process`` for a chunk that held exactly one command, with nothing else
+        buffered (a client that does not pipeline): the same steps for one command."""
+        out = self.out
+        waiting = self.waiting
+        nw = len(waiting)
+        node = self.node
+        try:
+            if not (len(args) == 3 and args[0] == b"SET" and node.set_plain(self, args)):
+                node.execute(self, args)
+        except Exception:  # a bug in a command: an error reply and a log line, not a bare drop
+            self._command_crashed(args)
+        else:
+            # the bytes of the replies queued in ``out`` and of those it held in ``waiting``
+            n = len(out)
+            size = len(out[0]) if n == 1 else sum(map(len, out))
+            for i in range(nw, len(waiting)):
+                size += len(waiting[i][2] or b"")
+            if size >= OUT_HIGH:
+                node.flush_log()  # the log is written before any reply leaves
+                self.flush()  # may call pause_writing
+                if waiting:
+                    self.held = True
+                    self._update_reading()
+        if out and not self._blocked():
+            node.schedule_flush(self)
 
     def _process(self) -> None:
         """Run the buffered commands. A pipeline whose replies pile up faster than the client
@@ -98,6 +133,7 @@ class ClientConnection(asyncio.Protocol):
         So one connection's memory stays bounded, however much it pipelines."""
         parser = self.parser
         execute = self.node.execute
+        set_plain = self.node.set_plain
         out = self.out
         waiting = self.waiting
         counted = 0   # replies in ``out`` already measured
@@ -115,7 +151,8 @@ class ClientConnection(asyncio.Protocol):
                 if args:
                     nw = len(waiting)
                     try:
-                        execute(self, args)
+                        if not (len(args) == 3 and args[0] == b"SET" and set_plain(self, args)):
+                            execute(self, args)
                     except Exception:  # a bug in a command: an error reply and a log line, not a bare drop
                         self._command_crashed(args)
                         break
@@ -258,8 +295,9 @@ class ClientConnection(asyncio.Protocol):
     def flush(self, lapsed: bool | None = None) -> None:
         """Hand the queued replies to the transport. ``lapsed``: the node's ``acks_lapsed()``
         if the caller asked it already (one question per end of loop iteration)."""
-        if self._blocked():
-            return
+        w = self.waiting
+        if w and w[0][0] == _UNFILLED and len(self.out) < 64 and not self.closing:
+            return      # self._blocked(), inlined (once per reply that leaves)
         if self.acks:
             if lapsed is False:
                 self.acks.clear()

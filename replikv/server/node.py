@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .. import __version__
 from ..core import commands as C
-from ..core.keyspace import E_DEL, E_META, digest
+from ..core.keyspace import E_DEL, E_META, E_SET, digest
 from ..core.resp import (
     NULL_ARRAY,
     OK,
@@ -445,7 +445,8 @@ class Node:
                 self.metrics.count(name, error=True)
                 conn.reply_now(encode(Error(_unknown(args)), conn.proto))
                 return
-            self.metrics.count(name)
+            ops = self.metrics.ops      # metrics.count(name), inlined (WAIT is a hot one)
+            ops[name] = ops.get(name, 0) + 1
             try:
                 handler(self, conn, args)
             except C.CommandError as e:
@@ -457,8 +458,16 @@ class Node:
         if n != cmd.arity if cmd.arity >= 0 else n < -cmd.arity:
             conn.reply_now(encode(Error(C.arity_error(cmd.name)), conn.proto))
             return
-        if self.repl is not None:
-            why = self._repl_gate(cmd)
+        r = self.repl
+        if r is not None:
+            # _repl_gate, with its commonest answer first: a leader within its lease, no
+            # switchover, nothing loading (the lease check of FailoverMixin.gate, inlined)
+            if (self.role == "leader" and not self.loading and not r.switching
+                    and (not self.cluster.auto_failover
+                         or int(_time() * 1000) + self.clock.skew_ms < r.lease_until)):
+                why = None
+            else:
+                why = self._repl_gate(cmd)
             if why is None and self.cluster.partitions > 1:
                 why = self._partition_check(cmd, args)
             if why:
@@ -477,6 +486,43 @@ class Node:
             self._run_one(conn, cmd, args)
         else:
             self._run(conn, [(cmd, args)], single=True)
+
+    def set_plain(self, conn: ClientConnection, args: list[bytes]) -> bool:
+        """``SET key value`` (three arguments, the name in capitals), the commonest write:
+        ``execute``, ``_run_one`` and ``cmd_set``'s plain case in one step, for a node that
+        takes it as it is (a leader within its lease or a standalone node, physical log
+        format, one partition, outside MULTI, no causal dependencies). False: not taken,
+        nothing done; ``execute`` runs it (and gives any error). The same effect, record,
+        counters and reply as that path: tests/server/test_set_plain.py compares the two."""
+        if conn.multi is not None or conn.causal_deps or self.logfmt is not None or not self.accepts_writes:
+            return False
+        now = int(_time() * 1000) + self.clock.skew_ms   # Clock.now_ms, inlined
+        r = self.repl
+        if r is not None and (self.role != "leader" or self.loading or r.switching or self.cluster.partitions > 1
+                              or (self.cluster.auto_failover and now >= r.lease_until)):
+            return False
+        value = args[2]
+        if len(value) > self.config.max_bulk_len:
+            return False
+        self.stats_commands += 1
+        ops = self.metrics.ops
+        ops[b"SET"] = ops.get(b"SET", 0) + 1
+        st = self.storage
+        seq = st.last_seq + 1
+        e = (E_SET, args[1], value, 0)
+        st.ks.apply(e, seq)
+        st.append([e], now)
+        conn.last_write_seq = seq
+        if conn.user_id is not None:
+            self.user_positions[conn.user_id] = seq
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+        if self._direct_replies(conn):
+            conn.reply_now(_OK, "w" if r is not None else "r")
+        else:
+            conn.reply(_OK, seq, conn.ack_policy, "w")
+        return True
 
     def _run_one(self, conn: ClientConnection, cmd, args: list[bytes]) -> None:
         """``_run`` for one command outside MULTI, with the physical log format and no causal
@@ -502,18 +548,22 @@ class Node:
             seq = st.append(effects, now)
             if w:
                 needed = seq
-                policy = self._note_write(conn, seq)
+                conn.last_write_seq = seq       # _note_write, inlined
+                if conn.user_id is not None:
+                    self.user_positions[conn.user_id] = seq
+                policy = conn.ack_policy
             if not self._flush_scheduled:
                 self._flush_scheduled = True
                 self._loop.call_soon(self._flush)
+        data = _OK if r is OK else encode(r, conn.proto)
         if self._direct_replies(conn):
-            conn.reply_now(encode(r, conn.proto), "w" if w and self.repl is not None else "r")
+            conn.reply_now(data, "w" if w and self.repl is not None else "r")
             return
         if self.visible_seq < st.last_seq and needed < st.last_seq:
             # (a write that was just appended already waits for the newest position: no key
             # it touches can reveal anything later)
             needed = self._reveals(cmd, args, w, needed)
-        conn.reply(encode(r, conn.proto), needed, policy, "w" if w else "r")
+        conn.reply(data, needed, policy, "w" if w else "r")
 
     def _note_write(self, conn: ClientConnection, seq: int):
         """A connection's write got position ``seq``: remember it (LASTPOS, WAIT, SESSION
