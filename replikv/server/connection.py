@@ -255,7 +255,8 @@ class ClientConnection(asyncio.Protocol):
         self.node.waiters.add(self)
         # a blocking command (as Redis's WAIT): the commands after it run only once it is answered
         self.held = True
-        self._update_reading()
+        if not self._reading or self.paused or self.parser.buffered() > HELD_READ_MAX:
+            self._update_reading()      # (else reading goes on: nothing to change)
         return e
 
     def fill_slot(self, slot: list, data: bytes) -> None:
@@ -314,7 +315,8 @@ class ClientConnection(asyncio.Protocol):
         elif self.held and not self.waiting:
             self.held = False
             was = self._reading
-            self._update_reading()
+            if not was or self.paused:
+                self._update_reading()  # (reading on and not paused: nothing to change)
             if was and self.parser.buffered():
                 # requests that arrived while held (reading never stopped): run them now
                 self.node._loop.call_soon(self._resume_process)

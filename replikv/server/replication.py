@@ -221,8 +221,10 @@ class Replication(FailoverMixin):
         elif self.switching or not self.wait_list or self._ackmode_waits():
             return None
         else:
-            wl = self.wait_list
-            k = wl[0][1] if len(wl) == 1 else max(item[1] for item in wl)
+            k = 0
+            for item in self.wait_list:     # the most replicas a WAIT asks for
+                if item[1] > k:
+                    k = item[1]
         sent = {fid: s.next_seq - 1 for fid, s in streams.items() if names is None or fid in names}
         if k >= len(sent):
             return None
