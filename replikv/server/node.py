@@ -431,20 +431,16 @@ class Node:
         self.stats_commands += 1
         name = args[0]
         cmd = _COMMANDS.get(name)   # clients send names in capitals: no upper() then
-        handler = None
         if cmd is None:
-            handler = _CONN_COMMANDS.get(name)      # (WAIT, in capitals)
-            if handler is None:
-                name = name.upper()
-                cmd = _COMMANDS.get(name)
-                if cmd is None and name in C.SUBCOMMAND_PARENTS and len(args) > 1:
-                    cmd = _COMMANDS.get(name + b"|" + args[1].upper())
-                if cmd is None:
-                    handler = _CONN_COMMANDS.get(name)
+            name = name.upper()
+            cmd = _COMMANDS.get(name)
+            if cmd is None and name in C.SUBCOMMAND_PARENTS and len(args) > 1:
+                cmd = _COMMANDS.get(name + b"|" + args[1].upper())
         if conn.multi is not None and name not in _TX_CONTROL:
             self._queue_multi(conn, name, cmd, args)
             return
         if cmd is None:
+            handler = _CONN_COMMANDS.get(name)
             if handler is None:
                 self.metrics.count(name, error=True)
                 conn.reply_now(encode(Error(_unknown(args)), conn.proto))
