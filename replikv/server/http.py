@@ -15,7 +15,6 @@ PROM_TEXT = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest w
 
 async def start_http(node, host: str, port: int) -> web.AppRunner:
     app = web.Application()
-    app["node"] = node
 
     async def health(request):
         return web.json_response({"ok": True, "node_id": node.config.node_id, "role": node.role,

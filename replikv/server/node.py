@@ -124,9 +124,6 @@ class Node:
                  self.config.node_id, len(self.storage.ks), self.storage.last_seq,
                  self.storage.recovered_records, time.perf_counter() - t, self.storage.history_id)
         cfg = self.config
-        srv = await self._loop.create_server(lambda: ClientConnection(self), cfg.host, cfg.port,
-                                             reuse_address=True, backlog=1024)
-        self._servers.append(srv)
         from .http import start_http
 
         self.http = await start_http(self, cfg.host, cfg.effective_http_port)
@@ -139,6 +136,12 @@ class Node:
                 from ..logformats import start_tasks
 
                 start_tasks(self)
+        # clients last: before the replication layer has started, a cluster's node would act
+        # as a standalone one (a leader taking writes), so a follower restarting could
+        # acknowledge a write that is not replicated (tests/replication/test_startup.py)
+        srv = await self._loop.create_server(lambda: ClientConnection(self), cfg.host, cfg.port,
+                                             reuse_address=True, backlog=1024)
+        self._servers.append(srv)
         self._tasks.append(asyncio.create_task(self._cron(), name="cron"))
         if cfg.fsync == "everysec":
             self._tasks.append(asyncio.create_task(self._everysec(), name="everysec"))
