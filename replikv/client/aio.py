@@ -7,8 +7,8 @@ import asyncio
 
 import redis
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from .client import (
     NoLeader,

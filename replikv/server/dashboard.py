@@ -396,7 +396,6 @@ def _json(request, view, data, status: int = 200) -> web.Response:
 
 def add_dashboard_routes(app: web.Application, node) -> ClusterView:
     view = ClusterView(node)
-    app["dashboard_view"] = view
 
     def refuse_foreign(request) -> web.Response | None:
         if request.headers.get("Origin") and _allowed_origin(request, view) is None:
