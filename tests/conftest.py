@@ -113,3 +113,21 @@ def node(cluster_factory):
     cl = cluster_factory(1)
     cl.start()
     return cl
+
+
+@pytest.fixture
+def bare_node(tmp_path):
+    """A standalone Node in this process, not started: its storage open, an event loop for
+    call_soon only (nothing runs it). For unit tests of the node's own steps."""
+    import asyncio
+
+    from replikv.server.config import NodeConfig
+    from replikv.server.node import Node
+
+    node = Node(NodeConfig(data_dir=str(tmp_path / "bare-node")))
+    node.storage.recover()
+    node._loop = asyncio.new_event_loop()
+    yield node
+    node._loop.close()
+    node._io.shutdown(wait=False)
+    node.storage.close()

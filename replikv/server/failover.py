@@ -274,6 +274,16 @@ class FailoverMixin:
             self._draining = False
             if e.role != LEADER or e.epoch != epoch:
                 return
+            if st.last_seq < self.relay_written:
+                # records it received (a semi-sync leader may have acknowledged them on the
+                # strength of this relay log) are not applied yet: starting the new epoch
+                # after its own log would drop them. Step down instead; the apply goes on and
+                # the next election (this node still has the most) drains it further.
+                log.error("node %d won epoch %d but %d received record(s) are still to apply after 10 s; "
+                          "not taking writes: stepping down to try again", node.config.node_id, epoch,
+                          self.relay_written - st.last_seq)
+                self._handle(e.step_down(epoch, None, node.clock.now_ms()))
+                return
             node._flush()
             hist = self._history()
             if hist[-1][0] != epoch:
@@ -407,6 +417,7 @@ class FailoverMixin:
                 self.lost_records += n
                 node.metrics.lost_writes.inc(n)
                 node.visible_seq = st.last_seq
+                node.fail_held_reads(seq, "the value this read saw was rolled back after a failover")
                 self._hist_last_epoch = self._history()[-1][0]
                 fc = self.follower_core
                 fc.received = fc.flushed = fc.applied = fc.leader_last = st.last_seq

@@ -379,6 +379,19 @@ class Node:
             self._wm_cache[policy] = wm
         return wm
 
+    def fail_held_reads(self, after: int, reason: str) -> None:
+        """A rollback or a full resync replaced the data above position ``after``: a read
+        held for such a position was encoded from data that may no longer exist, so it gets
+        TRYAGAIN instead of its value (a write's held reply was already answered when this
+        node stopped leading: fail_waiting)."""
+        for c in list(self.waiters):
+            for e in c.waiting:
+                if e[3] == "r" and e[0] > after:
+                    e[2] = encode(Error(f"TRYAGAIN {reason}; read again"), c.proto)
+                    e[0] = 0
+            if c.release():
+                self.waiters.discard(c)
+
     def release_all_waiters(self) -> None:
         for c in list(self.waiters):
             for e in c.waiting:
@@ -470,7 +483,7 @@ class Node:
                          or int(_time() * 1000) + self.clock.skew_ms < r.lease_until)):
                 why = None
             else:
-                why = self._repl_gate(cmd)
+                why = self._repl_gate(cmd.write)
             if why is None and self.cluster.partitions > 1:
                 why = self._partition_check(cmd, args)
             if why:
@@ -623,11 +636,37 @@ class Node:
         r = self.repl
         return r is None or (self.role == "leader" and r.policy.kind == "async" and not r.switching)
 
-    def _repl_gate(self, cmd) -> str | None:
+    def _repl_gate(self, is_write: bool) -> str | None:
         if self.loading:
             return "LOADING replikv is replacing its data (rollback or full resync); retry in a moment"
         if self.role == "leader":
-            return self.repl.gate(cmd.write)
+            return self.repl.gate(is_write)
+        return None
+
+    def _exec_refusal(self, queued: list) -> str | None:
+        """Why EXEC must discard this transaction, or None: the checks ``execute`` makes of a
+        command (loading, role and lease, switchover, partitions, a read-only follower, max
+        lag), made of the queued commands when EXEC runs. Queueing checked only the arity
+        and ``accepts_writes``; the node may have stepped down since, and a write it ran then
+        would sit in a follower's log where the leader's record belongs."""
+        cmds = [(cmd, args) for cmd, args in queued if cmd is not None]
+        if not cmds:
+            return None
+        write = any(cmd.write for cmd, _ in cmds)
+        if self.repl is not None:
+            why = self._repl_gate(write)
+            if why:
+                return why
+            if self.cluster.partitions > 1:
+                for cmd, args in cmds:
+                    why = self._partition_check(cmd, args)
+                    if why:
+                        return why
+        if write:
+            if not self.accepts_writes:
+                return self.write_refusal()
+        elif self.repl is not None and self.config.max_lag_ms:
+            return self.repl.lag_refusal()
         return None
 
     def _partition_check(self, cmd, args) -> str | None:
@@ -764,6 +803,12 @@ class Node:
             conn.multi_error = False
             conn.unwatch()
             conn.reply_now(encode(Error("EXECABORT Transaction discarded because of previous errors."), conn.proto))
+            return
+        why = self._exec_refusal(queued)
+        if why:
+            # as Redis's execCommandAbort: the transaction is discarded, with the reason
+            conn.unwatch()
+            conn.reply_now(encode(Error("EXECABORT Transaction discarded because of: " + why), conn.proto))
             return
         dirty = conn.watch.dirty
         if not dirty and conn.watched:

@@ -1101,6 +1101,7 @@ class Replication(FailoverMixin):
         self.relay_written = self.relay_synced = seq
         fc.state = "catching-up"
         node.visible_seq = seq
+        node.fail_held_reads(0, "the data this read saw was replaced by a full resync")
         node.release_all_waiters()
         log.info("snapshot at seq %d installed (%d keys); catching up from %d", seq, len(st.ks), seq + 1)
         self._schedule_ack()

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -98,3 +99,34 @@ def test_no_failover_by_itself_when_auto_failover_is_off(failover_cluster):
     # a manual switchover needs a leader to hand over from
     out = replikv("failover", "--data-dir", cl.root, "--to", "2")
     assert out.returncode == 2 and "no node currently leads" in out.stderr, (out.returncode, out.stderr)
+
+
+def test_exec_after_the_leader_stepped_down_runs_nothing(failover_cluster):
+    """MULTI and a write queued on the leader, EXEC sent once it has handed over (a
+    switchover): EXECABORT with the READONLY reason, as Redis answers EXEC with a write on a
+    read-only replica, and the write is nowhere. (EXEC ran the queued commands without the
+    role and lease checks: the write landed in the old leader's log, now a follower's,
+    where the new leader's record of the same position belongs.)"""
+    cl = failover_cluster(3, ack="semi-sync:1")
+    assert client(cl.node(1).port).set("before", "1")
+    sock = socket.create_connection(("127.0.0.1", cl.node(1).port), timeout=30)
+    f = sock.makefile("rb")
+
+    def call(*args: bytes) -> bytes:
+        sock.sendall(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+        return f.readline()
+
+    assert call(b"MULTI") == b"+OK\r\n"
+    assert call(b"SET", b"tx", b"1") == b"+QUEUED\r\n"
+    out = replikv("failover", "--data-dir", cl.root, "--to", "2")
+    assert out.returncode == 0, out.stderr
+    assert leader_among(cl, [2]) == 2
+    reply = call(b"EXEC")
+    assert reply.startswith(b"-EXECABORT Transaction discarded because of: READONLY"), reply
+    assert call(b"GET", b"before") == b"$1\r\n" and f.readline() == b"1\r\n"   # out of MULTI
+    sock.close()
+    assert client(cl.node(2).port).set("after", "2")
+    wait_for(lambda: converged(cl, 2, [1, 2, 3]), 30, what="DIGEST equal on all nodes")
+    for i in (1, 2, 3):
+        assert client(cl.node(i).port).get("tx") is None
+        assert status(cl, i)["lost_records"] == 0

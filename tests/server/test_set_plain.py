@@ -5,19 +5,15 @@ log records, on real node processes; and it must decline whatever it does not ha
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import time
 import urllib.request
 
-import pytest
 import redis
 
 from replikv.core.keyspace import E_SET
-from replikv.server.config import NodeConfig
 from replikv.server.connection import ClientConnection
-from replikv.server.node import Node
 from replikv.storage.log import RecordLog, split_records
 from tests.conftest import client
 
@@ -114,18 +110,6 @@ def test_set_plain_matches_the_general_path_on_real_nodes(cluster_factory):
     recs_a = _records(a.nodes[0].data_dir)
     recs_b = _records(b.nodes[0].data_dir)
     assert recs_a and recs_a == recs_b   # the same records at the same positions (timestamps aside)
-
-
-@pytest.fixture
-def bare_node(tmp_path):
-    """A Node in this process, not started: its storage open, a loop for call_soon only."""
-    node = Node(NodeConfig(data_dir=str(tmp_path / "data")))
-    node.storage.recover()
-    node._loop = asyncio.new_event_loop()
-    yield node
-    node._loop.close()
-    node._io.shutdown(wait=False)
-    node.storage.close()
 
 
 def test_set_plain_takes_a_plain_set_and_declines_the_rest(bare_node):
