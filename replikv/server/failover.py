@@ -297,6 +297,7 @@ class FailoverMixin:
             self.tail.clear()
             self.tail_bytes = 0
             self.leader_id = node.config.node_id
+            self.visible_cap = None
             self.role = "leader"
             node.role = "leader"
             node.accepts_writes = True
@@ -326,6 +327,11 @@ class FailoverMixin:
         node.storage.meta["leader_id"] = leader_id
         if was_leader:
             log.warning("node %d steps down in epoch %d (leader: %s)", node.config.node_id, epoch, leader_id)
+            # its log may end in records no follower acknowledged (never visible here): they
+            # stay hidden from readers until the start plan with the next leader (which rolls
+            # back what that leader lacks) is done; as a follower, visibility would otherwise
+            # be its whole own log (Replication.visible)
+            self.visible_cap = node.visible_seq
             self.role = "follower"
             node.role = "follower"
             node.accepts_writes = False

@@ -125,6 +125,9 @@ class Replication(FailoverMixin):
         self.ack_timeouts = 0
         self.wait_list: list = []        # WAIT commands in progress: [conn, n, target, deadline, slot]
         self.relay_written = 0
+        # a leader that stepped down shows no more than it did as leader until its start plan
+        # with the next leader is done (see _become_follower); None: no cap
+        self.visible_cap: int | None = None
         self.relay_synced = 0
         self.received_epoch = 0
         self._data_lock = asyncio.Lock()    # held while records are applied or the data is replaced
@@ -371,13 +374,22 @@ class Replication(FailoverMixin):
 
     def visible(self, local_durable: int) -> int:
         if self.role != "leader":
-            return local_durable
+            cap = self.visible_cap
+            return local_durable if cap is None else min(local_durable, cap)
         return self.leader_core.policy_watermark(self.policy, local_durable)
 
     def watermark_for(self, policy: AckPolicy, local_durable: int) -> int:
         if self.role != "leader":
-            return local_durable
+            cap = self.visible_cap
+            return local_durable if cap is None else min(local_durable, cap)
         return self.leader_core.policy_watermark(policy, local_durable)
+
+    def _lift_visible_cap(self) -> None:
+        """The start plan with a leader is done (rollback included) or a snapshot replaced the
+        data: what this node holds is the leader's history again, visible as on any follower."""
+        if self.visible_cap is not None:
+            self.visible_cap = None
+            self.node._advance_visible()
 
     def on_visible(self, seq: int) -> None:
         if self.role == "follower" and self._prompt == 2:
@@ -978,6 +990,7 @@ class Replication(FailoverMixin):
                 await asyncio.get_running_loop().run_in_executor(node._io, st.adopt_history, welcome["history_id"])
             if int(welcome["start_seq"]) != self.relay_written + 1:
                 raise PeerProtocolError(f"the leader starts at {welcome['start_seq']}, we need {self.relay_written + 1}")
+            self._lift_visible_cap()
         self._schedule_ack()
         incoming = None
         snap_header = None
@@ -1101,6 +1114,7 @@ class Replication(FailoverMixin):
         self.relay_written = self.relay_synced = seq
         fc.state = "catching-up"
         node.visible_seq = seq
+        self.visible_cap = None
         node.fail_held_reads(0, "the data this read saw was replaced by a full resync")
         node.release_all_waiters()
         log.info("snapshot at seq %d installed (%d keys); catching up from %d", seq, len(st.ks), seq + 1)

@@ -24,6 +24,7 @@ from tests.failover.conftest import (
     assert_one_leader_per_epoch,
     converged,
     error_kind,
+    leader_among,
     role,
     status,
     wait_leader_among,
@@ -196,3 +197,46 @@ def test_no_ok_from_a_leader_whose_lease_ran_out_before_replying(failover_cluste
         # (the write reached a follower) or it did not (NOTACKED): never an OK decided late
         assert first == b"+OK" or first.startswith(b"-NOTACKED "), got
     assert second == b"+OK", got
+
+
+def test_a_stepped_down_leader_hides_its_unacknowledged_tail(failover_cluster):
+    """The old leader logged a write no follower acknowledged (its client got NOTACKED).
+    Once it learns the new epoch it steps down; until its start plan with the new leader
+    (which rolls that write back) is done, it must not show the write to readers, though as
+    a follower it serves reads from its own log. The new leader is kept frozen meanwhile, so
+    the old one knows of it (from the other follower) but cannot follow it yet. (Today
+    nothing moves a follower's visibility in that window unless a log write lands in it,
+    e.g. records appended in the very loop iteration of the step-down; the cap,
+    Replication.visible_cap, makes the rule hold whatever runs: tests/replication/
+    test_visible_cap.py checks the cap itself.)"""
+    cl = failover_cluster(3, ack="semi-sync:1", ack_timeout_ms=5000, links=True)
+    assert client(cl.node(1).port).set("k", "old")
+    wait_for(lambda: converged(cl, 1, [1, 2, 3]), 30, what="DIGEST equal on all nodes")
+    cl.net.cut(1, 2)
+    cl.net.cut(1, 3)
+    with pytest.raises(redis.ResponseError) as e:
+        client(cl.node(1).port, socket_timeout=30).set("k", "unacked")
+    assert "NOTACKED" in str(e.value), str(e.value)
+    new = wait_leader_among(cl, [2, 3])
+    cl.pause(new)
+    try:
+        cl.net.heal(1, 2)
+        cl.net.heal(1, 3)
+        wait_for(lambda: status(cl, 1)["role"] == "follower", 30, what="the old leader stepping down")
+        r = client(cl.node(1).port, socket_timeout=1.0)
+        try:
+            got = r.get("k")
+        except (redis.TimeoutError, redis.ResponseError) as err:
+            got = error_kind(err)     # held (it waits for the start plan) or refused: not the value
+        assert got != b"unacked", got
+    finally:
+        cl.resume(new)
+
+    def settled() -> bool:
+        # (while the new leader was frozen the other follower may have won a later epoch)
+        lead = leader_among(cl, [2, 3])
+        return bool(lead) and converged(cl, lead, [1, 2, 3])
+
+    wait_for(settled, 30, what="one leader, DIGEST equal on all nodes")
+    assert client(cl.node(1).port).get("k") == b"old"
+    assert status(cl, 1)["lost_records"] >= 1
