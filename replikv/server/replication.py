@@ -458,6 +458,7 @@ class Replication(FailoverMixin):
                 plan["rollback_to"] = None
             f.received = f.flushed = min(f.received, start_seq - 1)
             f.applied = min(f.applied, start_seq - 1)
+            conn.sent_top = start_seq - 1     # what this follower may claim until records flow (_on_ack)
             log.info("follower %d connected from %s: %s%s", fid, conn.address, mode,
                      f" ({reason})" if reason else f" from seq {start_seq}")
             if mode == "snapshot":
@@ -476,7 +477,7 @@ class Replication(FailoverMixin):
                 # and an ack once we no longer lead, goes to the loop below
                 if msg.get("t") != "ack" or self.role != "leader":
                     return False
-                self._on_ack(fid, msg)
+                self._on_ack(fid, msg, conn)
                 return True
 
             conn.set_handler(on_message)
@@ -485,7 +486,7 @@ class Replication(FailoverMixin):
                 if msg.get("t") == "ack":
                     if self.role != "leader":
                         return
-                    self._on_ack(fid, msg)
+                    self._on_ack(fid, msg, conn)
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError, PeerProtocolError, OSError) as e:
             if fid is not None:
                 log.info("follower %d disconnected: %s", fid, e)
@@ -508,10 +509,20 @@ class Replication(FailoverMixin):
                     self.leader_core.on_disconnect(fid)
             conn.close()
 
-    def _on_ack(self, fid: int, msg: dict) -> None:
-        """A follower's acknowledgement: its positions, the writes and WAITs it releases."""
+    def _on_ack(self, fid: int, msg: dict, conn=None) -> None:
+        """A follower's acknowledgement: its positions, the writes and WAITs it releases.
+        A follower cannot hold more of this leader's history than this leader sent it on
+        this connection: its claims are capped there. (While it carries out its start plan,
+        a rollback that may take seconds, its tick acks still state its old relay position,
+        records of another history at the positions this leader's new records take; counted
+        as received, they acknowledged writes only the leader had.)"""
         self.election.on_follower_ack(fid, int(msg.get("echo_ms", 0)))
-        events = self.leader_core.on_ack(fid, int(msg["received"]), int(msg["flushed"]), int(msg["applied"]),
+        s = self._streams.get(fid)
+        top = s.next_seq - 1 if s is not None and s.conn is conn else getattr(conn, "sent_top", 0)
+        received = min(int(msg["received"]), top)
+        flushed = min(int(msg["flushed"]), top)
+        applied = min(int(msg["applied"]), top)
+        events = self.leader_core.on_ack(fid, received, flushed, applied,
                                          self.node.clock.now_ms(), int(msg.get("leader_last", 0)))
         if events:
             self._handle_events(events)
@@ -847,6 +858,10 @@ class Replication(FailoverMixin):
             applied = st.last_seq
             if self.relay.last_seq < applied or (self.relay.segments and self.relay.first_seq > applied + 1):
                 # the relay log is behind the data (or does not connect to it): restart it at applied + 1
+                if self.relay.last_seq > applied:
+                    log.warning("the relay log (from seq %d) does not connect to the data (applied %d): "
+                                "records %d..%d it held are dropped and fetched again from the leader",
+                                self.relay.first_seq, applied, applied + 1, self.relay.last_seq)
                 for seg in list(self.relay.segments):
                     try:
                         os.unlink(seg.path)
@@ -869,8 +884,11 @@ class Replication(FailoverMixin):
     async def _purge_relay(self) -> None:
         if self.relay is None or len(self.relay.segments) < 2:
             return
-        applied = self.follower_core.applied
-        await asyncio.get_running_loop().run_in_executor(self.node._io, self.relay.remove_through, applied, 0)
+        # through what the own log holds, not what was applied: applied records may still wait
+        # in the log buffer; a relay segment removed before they reach the own log would leave
+        # a restart with a relay that no longer connects to the data (and it is then reset)
+        upto = min(self.follower_core.applied, self.node.storage.written_seq)
+        await asyncio.get_running_loop().run_in_executor(self.node._io, self.relay.remove_through, upto, 0)
 
     # ------------------------------------------------------------------ follower: I/O task
     def leader_spec(self):

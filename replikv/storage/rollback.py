@@ -89,10 +89,15 @@ def rollback(storage, seq: int, node_id: int, reason: str) -> int:
                 fh.write(json.dumps(row) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+    # the epoch history first: a kill between the two steps then leaves a history that
+    # overstates its last epoch's range (the records above seq still there), which the
+    # next leader's divergence check finds and rolls back again. The other order left a
+    # history naming an epoch whose records were gone, so that the next epoch's records
+    # were counted in the previous one's range and a later divergence went unseen.
+    storage.meta["epochs"] = [h for h in storage.meta.data.get("epochs", []) if h[1] <= seq]
+    storage.meta.save()
     storage.log.close()
     truncate_after(storage.log, seq)
-    hist = [h for h in storage.meta.data.get("epochs", []) if h[1] <= seq]
-    storage.meta["epochs"] = hist
     storage.meta["lost_records"] = int(storage.meta.data.get("lost_records", 0)) + len(lost)
     storage.meta.save()
     storage.ks.clear()

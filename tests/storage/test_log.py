@@ -863,3 +863,38 @@ def test_frames_from_a_leader_buffered_whole_or_written_directly_recover_alike(t
         st_.note_frames(2, 2, 0, 1, len(frames[1][4]))      # record 1 still in the buffer
     assert st_.last_seq == 1
     st_.close()
+
+
+def test_a_rollback_killed_between_its_steps_is_found_again(tmp_path, monkeypatch):
+    """rollback() trims the epoch history before it truncates the log. Killed between the
+    two steps, the node restarts with its old records and a history whose last epoch seems
+    to reach past the rollback point: the next leader's divergence check finds the same
+    point and rolls back again. (The other order left a history naming an epoch whose
+    records were gone, and the next epoch's records were later counted in its range.)"""
+    from replikv.core.election import divergence_point
+    from replikv.storage import rollback as rb
+
+    d = str(tmp_path / "n")
+    s = recovered(d)
+    s.meta["epochs"] = [[0, 1]]
+    drive(s, [[(E_SET, b"a%d" % i, b"x", 0)] for i in range(5)])          # 1..5, epoch 0
+    flush(s)
+    s.epoch = 1
+    s.meta["epochs"] = [[0, 1], [1, 6]]
+    s.meta.save()
+    drive(s, [[(E_SET, b"b%d" % i, b"y", 0)] for i in range(5)])          # 6..10, epoch 1
+    flush(s)
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt("kill -9")
+
+    monkeypatch.setattr(rb, "truncate_after", killed)
+    with pytest.raises(KeyboardInterrupt):
+        rb.rollback(s, 5, 1, "the new leader of epoch 2 starts at 6")
+    monkeypatch.undo()
+    r = recovered(d)
+    assert r.last_seq == 10 and r.meta["epochs"] == [[0, 1]]
+    # the new leader: epoch 0 up to 5, then its own epoch 2
+    assert divergence_point([[0, 1], [2, 6]], 8, r.meta["epochs"], r.last_seq) == 5
+    assert rb.rollback(r, 5, 1, "again") == 5 and r.last_seq == 5
+    r.close()
