@@ -1104,8 +1104,7 @@ class Replication(FailoverMixin):
         while node._writer_busy:
             await asyncio.sleep(0.005)
 
-        def install():
-            st.install_snapshot(path, hdr, chunks)
+        def reset_relay():
             relay = self.relay
             relay.close()
             for seg in list(relay.segments):
@@ -1117,10 +1116,15 @@ class Replication(FailoverMixin):
             relay.last_seq = st.last_seq
             relay._new_segment(st.last_seq + 1)
 
+        def install():
+            # the relay reset and the epoch history inside the resync window: a kill before
+            # the window closes wipes everything at restart (no old relay or old history left
+            # next to the new data)
+            st.install_snapshot(path, hdr, chunks, epochs=header.get("epochs") or [[int(hdr.get("epoch", 0)), 1]],
+                                also=reset_relay)
+
         try:
             await loop.run_in_executor(node._io, install)
-            st.meta["epochs"] = header.get("epochs") or [[int(hdr.get("epoch", 0)), 1]]
-            st.meta.save()
         finally:
             node.loading = False
             self._data_lock.release()

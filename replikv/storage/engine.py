@@ -409,10 +409,14 @@ class Storage:
         self.records_since_snapshot += count
         self.bytes_since_snapshot += size
 
-    def install_snapshot(self, incoming_path: str, header: dict, chunks: list) -> None:
+    def install_snapshot(self, incoming_path: str, header: dict, chunks: list, epochs: list | None = None,
+                         also=None) -> None:
         """Replace everything with a snapshot received from the leader (full resync).
         Crash-safe: ``meta.resync`` marks the window in which the data dir is being replaced;
-        a node that finds it set at start wipes its data and resyncs again. IO thread."""
+        a node that finds it set at start wipes its data (relay log included) and resyncs
+        again. ``epochs`` (the leader's epoch history) and ``also`` (the caller's part, e.g.
+        resetting the relay log) are done inside that window, before the flag is cleared.
+        IO thread."""
         self.meta["resync"] = True
         self.meta.save()
         self.log.close()
@@ -437,6 +441,10 @@ class Storage:
         self.records_since_snapshot = 0
         self.meta["history_id"] = header["history_id"]
         self.meta["epoch"] = self.epoch
+        if also is not None:
+            also()
+        if epochs is not None:
+            self.meta["epochs"] = epochs
         self.meta["resync"] = False
         self.meta.save()
         self.generation += 1

@@ -898,3 +898,53 @@ def test_a_rollback_killed_between_its_steps_is_found_again(tmp_path, monkeypatc
     assert divergence_point([[0, 1], [2, 6]], 8, r.meta["epochs"], r.last_seq) == 5
     assert rb.rollback(r, 5, 1, "again") == 5 and r.last_seq == 5
     r.close()
+
+
+def test_a_full_resync_killed_before_it_finishes_is_wiped_at_restart(tmp_path):
+    """Storage.install_snapshot replaces the data inside a window marked in meta
+    (``resync``); the caller's part (the relay log reset) and the leader's epoch history
+    are done inside it. Killed in the window, the node wipes everything at restart, relay
+    log included, and resyncs again: no old relay or history is left next to the new data."""
+    leader = recovered(str(tmp_path / "leader"))
+    drive(leader, [[(E_SET, b"k%d" % i, b"v", 0)] for i in range(30)])
+    flush(leader)
+    snapshot(leader)
+    [(seq, path)] = snap.list_snapshots(leader.snap_dir)
+    with open(path, "rb") as fh:
+        data = fh.read()
+    hdr, chunks = snap.read_snapshot_bytes(data)
+
+    d = str(tmp_path / "follower")
+    f = recovered(d)
+    drive(f, [[(E_SET, b"old", b"x", 0)]])
+    flush(f)
+    relay_dir = os.path.join(d, "relay")
+    os.makedirs(relay_dir)
+    with open(os.path.join(relay_dir, "00000000000000000001.log"), "wb") as fh:
+        fh.write(b"an old relay segment")
+    os.makedirs(f.snap_dir, exist_ok=True)
+    incoming = os.path.join(f.snap_dir, "incoming.tmp")
+    with open(incoming, "wb") as fh:
+        fh.write(data)
+
+    def killed():
+        raise KeyboardInterrupt("kill -9 while the relay log is reset")
+
+    with pytest.raises(KeyboardInterrupt):
+        f.install_snapshot(incoming, hdr, chunks, epochs=[[0, 1]], also=killed)
+    r = Storage(d, 1 << 20, log=lambda m: None)
+    assert r.wipe_if_interrupted_resync()
+    r.recover()
+    assert r.last_seq == 0 and len(r.ks) == 0 and not os.path.exists(relay_dir)
+    r.close()
+
+    g = recovered(str(tmp_path / "follower2"))
+    os.makedirs(g.snap_dir, exist_ok=True)
+    incoming = os.path.join(g.snap_dir, "incoming.tmp")
+    with open(incoming, "wb") as fh:
+        fh.write(data)
+    done = []
+    g.install_snapshot(incoming, hdr, chunks, epochs=[[0, 1], [3, 20]], also=lambda: done.append(True))
+    assert done and g.last_seq == seq == 30 and g.meta["epochs"] == [[0, 1], [3, 20]]
+    assert not g.meta.data.get("resync")
+    g.close()
