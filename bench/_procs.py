@@ -174,9 +174,11 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def cpu_split(pid: int) -> tuple[float, float, int, int]:
-    """(user seconds, system seconds, voluntary, involuntary context switches) of a process
-    (all its threads) so far, from /proc; NaNs and zeros if it is gone."""
+def cpu_split(pid: int) -> tuple[float, float, int, int, float]:
+    """(user seconds, system seconds, voluntary, involuntary context switches, seconds spent
+    runnable but waiting for a core) of a process (all its threads) so far, from /proc
+    (``/proc/PID/task/*/schedstat``: time on the CPU, time on a run queue, time slices);
+    NaNs and zeros if it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
             f = fh.read().rsplit(")", 1)[1].split()
@@ -189,9 +191,16 @@ def cpu_split(pid: int) -> tuple[float, float, int, int]:
                     vol = int(line.split()[1])
                 elif line.startswith("nonvoluntary_ctxt_switches"):
                     invol = int(line.split()[1])
-        return user, system, vol, invol
+        waited = 0
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                    waited += int(fh.read().split()[1])
+            except (OSError, IndexError, ValueError):
+                pass    # a thread that ended meanwhile; or no schedstat (kernel without it)
+        return user, system, vol, invol, waited / 1e9
     except (OSError, IndexError, ValueError):
-        return float("nan"), float("nan"), 0, 0
+        return float("nan"), float("nan"), 0, 0, float("nan")
 
 
 def loadavg() -> str:

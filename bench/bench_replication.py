@@ -163,11 +163,12 @@ class CpuMeter:
     def per_request(self, n: int, client_here: bool = False) -> dict:
         """Per request: CPU µs in all (``cpu_us``), of the leader and of the others, and per
         process (``procs``, leader first): user µs, system µs, voluntary and involuntary
-        context switches; and the client's user / system µs when it runs in this process."""
+        context switches, µs runnable but waiting for a core; and the client's user /
+        system µs when it runs in this process."""
         s1 = [_procs.cpu_split(p) for p in self.pids]
-        procs = [[(b[i] - a[i]) / n * (1e6 if i < 2 else 1) for i in range(4)]
+        procs = [[(b[i] - a[i]) / n * (1 if i in (2, 3) else 1e6) for i in range(5)]
                  for a, b in zip(self.s0, s1, strict=True)]
-        d = [u + s for u, s, _, _ in procs]
+        d = [pr[0] + pr[1] for pr in procs]
         out = {"cpu_us": sum(d), "cpu_leader_us": d[0], "cpu_others_us": sum(d[1:]), "procs": procs}
         if client_here:
             me = os.times()
@@ -178,10 +179,12 @@ class CpuMeter:
 
     @staticmethod
     def detail(m: dict) -> str:
-        """User / system µs and context switches per request, per process."""
+        """User / system µs, context switches and µs waiting for a core, per request and
+        process."""
         names = ["leader"] + [f"other {i}" for i in range(1, len(m["procs"]))]
-        s = "; ".join(f"{name} {u:.1f} user + {sy:.1f} sys µs, {v:.2f} vol / {iv:.3f} invol switches"
-                      for name, (u, sy, v, iv) in zip(names, m["procs"], strict=True))
+        s = "; ".join(f"{name} {u:.1f} user + {sy:.1f} sys µs, {v:.2f} vol / {iv:.3f} invol switches, "
+                      f"{w:.1f} µs waiting for a core"
+                      for name, (u, sy, v, iv, w) in zip(names, m["procs"], strict=True))
         if "client_user_us" in m:
             s += f"; client {m['client_user_us']:.1f} user + {m['client_sys_us']:.1f} sys µs"
         return s
