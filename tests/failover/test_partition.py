@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 
@@ -27,6 +28,7 @@ from tests.failover.conftest import (
     leader_among,
     role,
     status,
+    try_status,
     wait_leader_among,
 )
 
@@ -245,3 +247,42 @@ def test_a_stepped_down_leader_hides_its_unacknowledged_tail(failover_cluster):
     assert got != b"unacked" or final == b"unacked", (got, final)
     if final == b"old":
         assert status(cl, 1)["lost_records"] >= 1
+
+
+def test_a_rejoining_old_leader_is_never_counted_past_what_it_was_sent(failover_cluster):
+    """The old leader rejoins with an unacknowledged tail and rolls it back; the rollback
+    rebuilds its keyspace from its log (100k records here: it takes a while). Meanwhile its
+    tick acks still state its old position, one record past the new leader's log. The new
+    leader must never count it further than what it sent it (ROLE, read in one reply: no
+    follower beyond the leader's own last position), or semi-sync would acknowledge the
+    next write on the strength of a record of another history."""
+    cl = failover_cluster(3, ack="semi-sync:1", ack_timeout_ms=5000, links=True)
+    out = subprocess.run(["redis-benchmark", "-p", str(cl.node(1).port), "-t", "set", "-n", "100000",
+                          "-P", "16", "-c", "10", "-d", "10", "-r", "100000", "-q"],
+                         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr
+    wait_for(lambda: converged(cl, 1, [1, 2, 3]), 60, what="DIGEST equal on all nodes")
+    cl.net.cut(1, 2)
+    cl.net.cut(1, 3)
+    with pytest.raises(redis.ResponseError) as e:
+        client(cl.node(1).port, socket_timeout=30).set("tail", "unacked")
+    assert "NOTACKED" in str(e.value), str(e.value)
+    new = wait_leader_among(cl, [2, 3])
+    r = client(cl.node(new).port, protocol=2)
+    cl.net.heal(1, 2)
+    cl.net.heal(1, 3)
+    beyond = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        role_reply = r.execute_command("ROLE")
+        last = int(role_reply[1])
+        for _host, port, received in role_reply[2]:
+            if int(received) > last:
+                beyond.append((int(port), int(received), last))
+        st1 = try_status(cl, 1)
+        if st1 and st1["role"] == "follower" and st1["lost_records"] >= 1 and st1["leader_id"] == new \
+                and any(int(p) == cl.node(1).port for _, p, _ in role_reply[2]):
+            break
+        time.sleep(0.005)
+    assert status(cl, 1)["lost_records"] >= 1
+    assert not beyond, beyond[:5]
