@@ -82,6 +82,34 @@ class FailoverMixin:
         self._last_probe = 0.0
         self._hist_last_epoch = self._history()[-1][0] if self._history() else 0
 
+    def _restore_commit_cap(self) -> None:
+        """At start: if this node led the epoch of its last records, those beyond the commit
+        point it saved then (Storage.save_commit) were never shown to readers, and no follower
+        may have them: the next leader may roll them back. They stay hidden (``visible_cap``,
+        the same cap a step-down sets) until a leader's welcome says what survives, or this
+        node wins an epoch itself. A node that only followed shows its whole log, as before."""
+        node = self.node
+        st = node.storage
+        cp = st.commit_point
+        last = st.last_seq
+        cap = None
+        if cp is not None and self.role != "leader":
+            led, seq = cp
+            last_epoch = self._epoch_at(last)
+            if led == -1:
+                # unreadable: whether this node led its last epoch is unknown; hide that epoch
+                cap = max([first - 1 for ep, first in self._history() if ep == last_epoch] or [last])
+            elif led == last_epoch and seq < last:
+                cap = seq
+        if cap is None or cap >= last:
+            st.ks.deleted_pos.clear()     # (remembered during recovery in case of a cap)
+            return
+        self.visible_cap = cap
+        node.visible_seq = min(node.visible_seq, cap)
+        log.warning("node %d restarts with records %d..%d of epoch %d, which it wrote as leader and no "
+                    "follower confirmed: hidden from readers until a leader's welcome", node.config.node_id,
+                    cap + 1, last, self._epoch_at(last))
+
     def _history(self) -> list:
         h = self.node.storage.meta.data.get("epochs")
         if not h:
@@ -292,6 +320,8 @@ class FailoverMixin:
             st.epoch = epoch
             st.meta["leader_id"] = node.config.node_id
             st.meta.save()
+            # before the epoch's first record: a restart hides what no follower confirmed
+            st.save_commit(epoch, node.visible_seq, sync=True)
             self.leader_core = LeaderCore(self.policy, self.cluster.ack_timeout_ms)
             self.leader_core.last_seq = st.last_seq
             self.tail.clear()

@@ -176,6 +176,7 @@ class Node:
         for t in self._tasks:
             t.cancel()
         if self.repl is not None:
+            self.repl.save_commit_point()
             await self.repl.stop()
         if self.http is not None:
             await self.http.cleanup()
@@ -306,6 +307,7 @@ class Node:
                     return
                 self.metrics.fsync_seconds.observe(secs)
             if self.repl is not None:
+                self.repl.save_commit_point()
                 await self.repl.relay_sync_everysec()
 
     def durable_seq(self) -> int:

@@ -143,6 +143,10 @@ class Replication(FailoverMixin):
         node.role = self.role
         node.accepts_writes = self.role == "leader"
         self.leader_core.last_seq = node.storage.last_seq
+        self._restore_commit_cap()
+        if self.role == "leader":
+            # the first start of the first leader: its commit point exists before any record
+            node.storage.save_commit(self.election.epoch, node.visible_seq, sync=True)
         self._peer_server = await node._loop.create_server(
             lambda: PeerConnection(on_connect=self._peer_accepted), cfg.host, cfg.effective_peer_port,
             reuse_address=True)
@@ -1299,6 +1303,19 @@ class Replication(FailoverMixin):
         await loop.run_in_executor(self.node._io, self.relay.sync)
         self._relay_synced(last)
         self._apply_wake.set()
+
+    def save_commit_point(self) -> None:
+        """Leader, about once a second and at shutdown: remember what readers were shown (see
+        Storage.save_commit; a restarted node hides its own epoch's records beyond it)."""
+        if self.role != "leader":
+            return
+        st = self.node.storage
+        point = (self.election.epoch, self.node.visible_seq)
+        if st.commit_point != point:
+            try:
+                st.save_commit(*point)
+            except OSError as e:
+                log.warning("could not save the commit point %s: %r (a restart would hide more)", point, e)
 
     async def relay_sync_everysec(self) -> None:
         if self.relay is None or self.relay_synced >= self.relay_written:

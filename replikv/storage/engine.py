@@ -133,6 +133,10 @@ class Storage:
         self.log = RecordLog(os.path.join(data_dir, "log"), segment_bytes)
         self.snap_dir = os.path.join(data_dir, "snapshots")
         self.meta = Meta(os.path.join(data_dir, "meta.json"))
+        self.commit_path = os.path.join(data_dir, "commit.json")
+        # (epoch, seq): the last position this node showed readers while it led ``epoch``
+        # (see save_commit), read at recovery; None if it never led or the file is unreadable
+        self.commit_point: tuple[int, int] | None = None
         self._say = log
         self.last_seq = 0
         self.written_seq = 0
@@ -183,10 +187,18 @@ class Storage:
             self._remove_stale_tmp()    # at start only: later a live child may be writing one
         self.snapshot_seq = snap_seq
         why_missing = (" (a newer snapshot was invalid: " + "; ".join(invalid) + ")") if invalid else ""
+        self.commit_point = self.load_commit()
+        # deletions after the commit point are remembered (Keyspace.deleted_pos): if the node
+        # led the epoch of its last records, they stay hidden until a leader confirms them,
+        # and a read of a key deleted among them must wait as well
+        track_after = self.commit_point[1] if self.commit_point is not None else None
         n = 0
         last = snap_seq
         apply = self.ks.apply
         for rec in self.log.open(after_seq=snap_seq):
+            if track_after is not None and rec.seq > track_after:
+                self.ks.track_deletes = True
+                track_after = None
             if rec.seq != last + 1:
                 raise CorruptLogError(
                     f"{self.log.dir}: the log continues at seq {rec.seq} but the snapshot ends at "
@@ -216,6 +228,45 @@ class Storage:
             self._restart_log()
         self._buf_first = self.last_seq + 1
         self.generation += 1
+
+    # ------------------------------------------------------------------ commit point
+    def save_commit(self, epoch: int, seq: int, sync: bool = False) -> None:
+        """Remember that this node, leading ``epoch``, showed readers everything through
+        ``seq``. After a restart, records of that epoch beyond it were never confirmed by a
+        follower (and may be rolled back by the next leader): the node keeps them hidden
+        until a leader's welcome. Written at every promotion before the epoch's first record
+        (``sync``: fsynced, so the file never names an older epoch than the log's records),
+        then about once a second and at shutdown without fsync: a stale value only hides
+        more, and an unreadable one hides the whole last epoch (see load_commit)."""
+        tmp = self.commit_path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"epoch": int(epoch), "seq": int(seq)}, fh)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+        os.replace(tmp, self.commit_path)
+        if sync:
+            fd = os.open(self.dir, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.commit_point = (int(epoch), int(seq))
+
+    def load_commit(self) -> tuple[int, int] | None:
+        """The saved commit point; None if this node never led (no file); ``(-1, 0)`` if the
+        file is unreadable: the caller then cannot tell whether it led its last epoch and
+        hides that epoch's records until a leader's welcome."""
+        try:
+            with open(self.commit_path) as fh:
+                d = json.load(fh)
+            return int(d["epoch"]), int(d["seq"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            self._say(f"WARNING {self.commit_path}: unreadable commit point ({e}); the last epoch's "
+                      f"records stay hidden until a leader confirms them")
+            return -1, 0
 
     def _restart_log(self) -> None:
         """The snapshot is ahead of the log: every segment holds only records the snapshot

@@ -286,3 +286,38 @@ def test_a_rejoining_old_leader_is_never_counted_past_what_it_was_sent(failover_
         time.sleep(0.005)
     assert status(cl, 1)["lost_records"] >= 1
     assert not beyond, beyond[:5]
+
+
+def test_a_restarted_old_leader_hides_its_unacknowledged_tail(failover_cluster):
+    """The leader logs a write no follower acknowledged (NOTACKED: the outcome is unknown),
+    is killed with SIGKILL and restarted while still cut off. Its log holds the write; until
+    a leader's welcome tells it what survives, a read on it must not show that write unless
+    the write survives in the end. The new leader writes in its own epoch first, so the old
+    one cannot win a later election with its tail: the write is rolled back, and a read
+    that showed it would have shown a value no other node ever had."""
+    cl = failover_cluster(3, ack="semi-sync:1", ack_timeout_ms=5000, links=True)
+    assert client(cl.node(1).port).set("k", "old")
+    wait_for(lambda: converged(cl, 1, [1, 2, 3]), 30, what="DIGEST equal on all nodes")
+    cl.net.cut(1, 2)
+    cl.net.cut(1, 3)
+    with pytest.raises(redis.ResponseError) as e:
+        client(cl.node(1).port, socket_timeout=30).set("k", "unacked")
+    assert "NOTACKED" in str(e.value), str(e.value)
+    new = wait_leader_among(cl, [2, 3])
+    assert client(cl.node(new).port).set("other", "new epoch")
+    cl.kill(1)
+    cl.start_node(cl.node(1))
+    r = client(cl.node(1).port, socket_timeout=1.0)
+    try:
+        got = r.get("k")
+    except (redis.TimeoutError, redis.ResponseError) as err:
+        got = error_kind(err)     # held until a leader says what survives, or refused
+    cl.net.heal(1, 2)
+    cl.net.heal(1, 3)
+    wait_for(lambda: converged(cl, new, [1, 2, 3]), 60, what="DIGEST equal on all nodes")
+    final = client(cl.node(new).port).get("k")
+    assert final == b"old", final
+    assert client(cl.node(1).port).get("k") == b"old"
+    assert status(cl, 1)["lost_records"] >= 1
+    # a read never showed a value that did not survive
+    assert got != b"unacked", got
