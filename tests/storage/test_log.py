@@ -948,3 +948,40 @@ def test_a_full_resync_killed_before_it_finishes_is_wiped_at_restart(tmp_path):
     assert done and g.last_seq == seq == 30 and g.meta["epochs"] == [[0, 1], [3, 20]]
     assert not g.meta.data.get("resync")
     g.close()
+
+
+# ---------------------------------------------------------------------------- commit point
+def test_commit_point_survives_a_restart_and_deletions_after_it_are_remembered(tmp_path):
+    """A leader's commit point (Storage.save_commit) is read back at recovery; a key deleted
+    after it keeps the deletion's position (Keyspace.key_pos), so a read of it can wait until
+    the deletion is confirmed, while deletions before it are not tracked."""
+    d = str(tmp_path)
+    s = recovered(d)
+    drive(s, [[(E_SET, b"a", b"1", 0)], [(E_SET, b"b", b"1", 0)], [(E_DEL, b"b")]])   # seqs 1..3
+    flush(s)
+    s.save_commit(4, 3, sync=True)
+    drive(s, [[(E_SET, b"c", b"1", 0)], [(E_DEL, b"a")]])                              # seqs 4..5
+    flush(s)
+    s.close()
+    r = recovered(d)
+    assert r.commit_point == (4, 3)
+    assert r.last_seq == 5
+    assert r.ks.key_pos(b"a") == 5        # deleted after the commit point: remembered
+    assert r.ks.key_pos(b"b") == 0        # deleted before it: not tracked
+    assert r.ks.key_pos(b"c") == 4
+    r.close()
+
+
+def test_an_unreadable_commit_point_is_reported_as_unknown(tmp_path):
+    d = str(tmp_path)
+    s = recovered(d)
+    assert s.commit_point is None          # never led: no file
+    s.close()
+    with open(os.path.join(d, "commit.json"), "w") as fh:
+        fh.write('{"epoch": ')
+    said = []
+    r = Storage(d, 1 << 20, log=said.append)
+    r.recover()
+    assert r.commit_point == (-1, 0)
+    assert any("unreadable commit point" in m for m in said)
+    r.close()
