@@ -20,7 +20,7 @@ def test_new_follower_joins_under_write_load(leader_cluster):
     for start in range(0, 30_000, 2000):     # data for the snapshot, in modest pipelines
         pipe = leader.pipeline(transaction=False)
         for i in range(start, start + 2000):
-            pipe.set(f"pre:{i}", "x" * 100)
+            pipe.set(f"pre:{i}", "x" * 400)   # ~12 MB: a snapshot stage long enough to be seen by polling
         pipe.execute()
 
     wait_for(lambda: client(cl.node(1).port).info("replication")["repl_backlog_first_byte_offset"] > 1, 20,
