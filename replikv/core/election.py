@@ -13,7 +13,10 @@ Rules (Raft's election safety, adapted to replikv's log):
 - A vote is granted only to a candidate whose last record ``(epoch, seq)`` is at least as
   up to date as the voter's, so a new leader has every write a majority had received.
 - Stickiness: a node that heard from a live leader within the minimum election timeout does
-  not vote for anyone else (unless the leader itself hands over: ``transfer``).
+  not vote for anyone else (unless the leader itself hands over: ``transfer``). Likewise for
+  an election timeout after it granted a vote (the winner counts the grant as its first
+  lease acknowledgement) and after it (re)started (``restarted``: a lease may rest on an
+  acknowledgement it sent before it went down).
 - Lease: a leader may accept writes and serve reads as leader only while a majority
   (itself included) has acknowledged a message it *sent* less than ``lease_ms`` ago. The
   lease is shorter than the minimum election timeout by a margin for clock drift, so by the
@@ -86,6 +89,9 @@ class Election:
     _deadline_ms: int = 0
     _votes: set = field(default_factory=set)
     _acks: dict = field(default_factory=dict)   # follower id -> leader send-time it echoed
+    _grants: dict = field(default_factory=dict)  # voter id -> send time of the vote request it granted
+    _quiet_until_ms: int = 0          # voter side: back no candidate but _quiet_for until then
+    _quiet_for: int | None = None
     _prevotes: set = field(default_factory=set)
     _prevote_for: tuple = ()                     # (epoch, last_epoch, last_seq) being pre-voted
     elections_started: int = 0
@@ -104,6 +110,13 @@ class Election:
     @property
     def lease_ms(self) -> int:
         return int(self.election_timeout_ms * (1 - 2 * self.drift_ratio)) - 50
+
+    def restarted(self, now_ms: int) -> None:
+        """The node (re)started: it may have acknowledged a leader's message, or granted a
+        vote, just before it went down, and a leader's lease may rest on that (the stickiness
+        it promised is not persisted). It backs no candidate for one election timeout."""
+        self._quiet_until_ms = now_ms + self.election_timeout_ms
+        self._quiet_for = None
 
     def reset_timer(self, now_ms: int) -> None:
         t = self.election_timeout_ms
@@ -186,6 +199,7 @@ class Election:
         self.voted_for = self.node_id
         self.leader_id = None
         self._votes = {self.node_id}
+        self._grants = {}
         self.elections_started += 1
         self.reset_timer(now_ms)
         out: list = [Persist(self.epoch, self.voted_for)]
@@ -200,11 +214,13 @@ class Election:
                         pre: bool = False) -> tuple[bool, list]:
         """Answer a candidate. Returns (granted, outputs); persist before replying.
         A ``pre`` request is answered as a real one would be, but changes nothing."""
+        promised = now_ms < self._quiet_until_ms and candidate != self._quiet_for and not transfer
         if pre:
             recently = (self.leader_id is not None and self.leader_id != candidate
                         and now_ms - self.last_leader_contact_ms < self.election_timeout_ms)
             if self.role == LEADER:
                 recently = self.has_lease(now_ms)
+            recently = recently or promised
             up_to_date = (last_epoch, last_seq) >= (my_last_epoch, my_last_seq) or self.ignore_log_freshness
             return (epoch > self.epoch and not recently and up_to_date), []
         out: list = []
@@ -216,7 +232,7 @@ class Election:
             # a leader with a valid lease refuses to be deposed by a partitioned node's election
             if self.has_lease(now_ms):
                 return False, out
-        if recently and not transfer:
+        if (recently or promised) and not transfer:
             return False, out
         if epoch > self.epoch:
             self.epoch = epoch
@@ -229,12 +245,21 @@ class Election:
         up_to_date = (last_epoch, last_seq) >= (my_last_epoch, my_last_seq) or self.ignore_log_freshness
         if self.voted_for in (None, candidate) and up_to_date:
             self.voted_for = candidate
+            # the candidate counts this grant as a lease acknowledgement if it wins (on_vote):
+            # back no other candidate for an election timeout, as after a leader's message
+            self._quiet_until_ms = now_ms + self.election_timeout_ms
+            self._quiet_for = candidate
             self.reset_timer(now_ms)
             out.append(Persist(self.epoch, candidate))
             return True, out
         return False, out
 
-    def on_vote(self, epoch: int, voter: int, granted: bool, now_ms: int, pre: bool = False) -> list:
+    def on_vote(self, epoch: int, voter: int, granted: bool, now_ms: int, pre: bool = False,
+                sent_ms: int | None = None) -> list:
+        """A vote (or pre-vote) came back. ``sent_ms``: when the request was sent (candidate's
+        clock); a granted vote counts as the voter's first lease acknowledgement if this
+        candidate wins (the voter promised to back no one else for an election timeout
+        after granting it: see on_vote_request)."""
         if pre:
             if (self.role == FOLLOWER and self._prevote_for and epoch == self._prevote_for[0]
                     and epoch == self.epoch + 1 and granted):
@@ -254,6 +279,8 @@ class Election:
             return []
         if granted:
             self._votes.add(voter)
+            if sent_ms is not None and sent_ms > self._grants.get(voter, 0):
+                self._grants[voter] = sent_ms
             if len(self._votes) >= self.majority:
                 return self._win(now_ms)
         return []
@@ -261,7 +288,8 @@ class Election:
     def _win(self, now_ms: int) -> list:
         self.role = LEADER
         self.leader_id = self.node_id
-        self._acks.clear()
+        self._acks = dict(self._grants)
+        self._grants = {}
         return [BecomeLeader(self.epoch)]
 
     def step_down(self, epoch: int, leader_id: int | None, now_ms: int) -> list:

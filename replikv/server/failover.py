@@ -71,6 +71,8 @@ class FailoverMixin:
             lid = meta.get("leader_id")
             # a restarted node never resumes as leader: someone may have taken over meanwhile
             e.leader_id = None if lid == node.config.node_id else lid
+        # a lease may rest on an ack or a vote this node gave before it went down
+        e.restarted(node.clock.now_ms())
         self.leader_id = e.leader_id if e.leader_id is not None else c.leader_id
         self.role = "leader" if e.role == LEADER else "follower"
         self.lease_until = 0
@@ -78,7 +80,6 @@ class FailoverMixin:
         self.lost_records = int(meta.get("lost_records", 0))
         self.elections_won = 0
         self.failovers_seen = 0
-        self._vote_grants: dict = {}
         self._last_probe = 0.0
         self._hist_last_epoch = self._history()[-1][0] if self._history() else 0
 
@@ -210,8 +211,6 @@ class FailoverMixin:
             if reply is None or reply.get("t") != "vote":
                 return
             granted = bool(reply.get("granted"))
-            if granted and not req.pre:
-                self._vote_grants[nid] = sent
             hint = reply.get("leader")
             term = int(reply.get("term", 0))
             if not granted and term > e.epoch and e.role != LEADER:
@@ -223,7 +222,7 @@ class FailoverMixin:
                 e.leader_id = int(hint)
                 self.leader_id = int(hint)
             self._handle(e.on_vote(int(reply.get("epoch", req.epoch)), nid, granted, self.node.clock.now_ms(),
-                                   req.pre))
+                                   req.pre, sent))
 
         await asyncio.gather(*(ask(n) for n in self._others()))
 
@@ -332,9 +331,6 @@ class FailoverMixin:
             node.role = "leader"
             node.accepts_writes = True
             self.follower_core.state = "leading"
-            for nid, sent in self._vote_grants.items():
-                e.on_follower_ack(nid, sent)
-            self._vote_grants.clear()
             self.lease_until = e.lease_until_ms(node.clock.now_ms())
             self.elections_won += 1
             node.metrics.leader_changes.inc()

@@ -153,7 +153,8 @@ class SimCluster:
                 for other in self.nodes:
                     if other != node.node_id:
                         self.send(node.node_id, other, {"t": "vote_req", "epoch": o.epoch, "last_epoch": o.last_epoch,
-                                                        "last_seq": o.last_seq, "transfer": o.transfer, "pre": o.pre})
+                                                        "last_seq": o.last_seq, "transfer": o.transfer, "pre": o.pre,
+                                                        "sent": self.now})
             elif isinstance(o, BecomeLeader):
                 self.become_leader(node, o.epoch)
             elif isinstance(o, BecomeFollower):
@@ -201,7 +202,8 @@ class SimCluster:
                                               node.last, self.now, m["transfer"], m["pre"])
             self.handle(node, outs)
             self.send(node.node_id, src, {"t": "vote", "epoch": m["epoch"] if m["pre"] else e.epoch,
-                                          "granted": granted, "pre": m["pre"], "leader": e.leader_id, "term": e.epoch})
+                                          "granted": granted, "pre": m["pre"], "leader": e.leader_id, "term": e.epoch,
+                                          "sent": m["sent"]})
         elif t == "vote":
             if not m["granted"]:
                 if m["term"] > e.epoch and e.role != LEADER:
@@ -209,7 +211,7 @@ class SimCluster:
                     self.handle(node, e.step_down(m["term"], m["leader"], self.now))
                     return
                 self.learn_leader(node, m["leader"], m["epoch"])
-            self.handle(node, e.on_vote(m["epoch"], src, m["granted"], self.now, m["pre"]))
+            self.handle(node, e.on_vote(m["epoch"], src, m["granted"], self.now, m["pre"], m["sent"]))
         elif t == "refuse":
             self.learn_leader(node, m["leader"], m["epoch"])
         elif t == "whois":
@@ -382,6 +384,7 @@ class SimCluster:
         e._votes = set()
         e._acks = {}
         e.last_leader_contact_ms = 0
+        e.restarted(self.now)
         e.reset_timer(self.now)
 
     def random_fault(self) -> None:
