@@ -77,6 +77,7 @@ class FailoverMixin:
         self.role = "leader" if e.role == LEADER else "follower"
         self.lease_until = 0
         self.switching = False
+        self.handed_over = False     # a switchover's timeout_now may have left (see switchover)
         self.lost_records = int(meta.get("lost_records", 0))
         self.elections_won = 0
         self.failovers_seen = 0
@@ -405,6 +406,10 @@ class FailoverMixin:
             return None
         if self.switching and is_write:
             return "TRYAGAIN a switchover is in progress; retry against the new leader in a moment"
+        if self.handed_over and not (self.cluster.allow_stale_reads and not is_write):
+            # the target may be elected at once (its voters skip stickiness for a handover),
+            # while this node's lease still stands on their earlier acks: no leader reads
+            return "TRYAGAIN a switchover is in progress; retry against the new leader in a moment"
         if not self.cluster.auto_failover:
             # with automatic failover off, a new leader can only come from this leader's own
             # switchover, so no lease is needed to know that it still leads
@@ -513,6 +518,7 @@ class FailoverMixin:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"node {target.node_id} did not catch up within {timeout_ms} ms")
                 await asyncio.sleep(0.005)
+            self.handed_over = True
             reply = await self._rpc(target.node_id, {"t": "timeout_now", "epoch": self.election.epoch}, 2.0)
             if reply is None:
                 raise RuntimeError(f"node {target.node_id} did not answer the handover")
@@ -523,3 +529,12 @@ class FailoverMixin:
             return f"node {target.node_id} leads epoch {self.election.epoch}"
         finally:
             self.switching = False
+            if self.handed_over:
+                self.handed_over = False
+                if self.role == "leader":
+                    # the handover may still happen (a late timeout_now): this node cannot tell
+                    # whether its lease still means anything, so it stops leading; the next
+                    # election (which it may win again) settles who leads
+                    log.warning("switchover failed after the handover was sent: node %d steps down",
+                                node.config.node_id)
+                    self._handle(self.election.step_down(self.election.epoch, None, node.clock.now_ms()))

@@ -130,3 +130,51 @@ def test_exec_after_the_leader_stepped_down_runs_nothing(failover_cluster):
     for i in (1, 2, 3):
         assert client(cl.node(i).port).get("tx") is None
         assert status(cl, i)["lost_records"] == 0
+
+
+def test_a_leader_that_handed_over_serves_no_leader_reads(failover_cluster):
+    """Once a switchover's handover (timeout_now) may have reached the target, the target can
+    be elected at once: its voters skip stickiness for a handover, while the old leader's
+    lease still stands on their earlier acks. From then on the old leader must not answer
+    leader reads as if it still led. Here the target is frozen, so the handover hangs
+    (2 s, then the switchover fails): reads on the old leader meanwhile get TRYAGAIN; after
+    the failure it steps down and the next election settles who leads."""
+    import threading
+
+    cl = failover_cluster(3, ack="async")
+    r = client(cl.node(1).port)
+    assert r.set("k", "v") is True
+    wait_for(lambda: converged(cl, 1, [1, 2, 3]), 20, what="followers caught up")
+    last = int(r.execute_command("ROLE")[1])
+
+    def target_acked():
+        f2 = [f for f in status(cl, 1)["followers"] if f["node_id"] == 2]
+        return f2 and f2[0]["received"] >= last and f2[0]["applied"] >= last
+
+    # the switchover waits for the target to catch up first: let it be caught up as the
+    # leader sees it, so the handover itself is what hangs
+    wait_for(target_acked, 20, what="the leader seeing node 2 caught up")
+    cl.pause(2)
+    try:
+        result = {}
+
+        def failover():
+            try:
+                result["reply"] = client(cl.node(1).port, socket_timeout=30).execute_command(
+                    "FAILOVER", "TO", "2", "TIMEOUT", "5000")
+            except redis.ResponseError as e:
+                result["error"] = str(e)
+
+        t = threading.Thread(target=failover, daemon=True)
+        t.start()
+        time.sleep(0.5)     # the handover waits up to 2 s for the frozen target
+        with pytest.raises(redis.ResponseError) as e:
+            client(cl.node(1).port).get("k")
+        assert "TRYAGAIN" in str(e.value) or isinstance(e.value, redis.exceptions.TryAgainError), e.value
+        t.join(30)
+        assert "switchover failed" in result.get("error", ""), result
+    finally:
+        cl.resume(2)
+    lead = wait_for(lambda: leader_among(cl, [1, 2, 3]), 30, what="a leader after the failed switchover")
+    wait_for(lambda: converged(cl, lead, [1, 2, 3]), 30, what="DIGEST equal on all nodes")
+    assert client(cl.node(lead).port).get("k") == b"v"
