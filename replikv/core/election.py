@@ -161,6 +161,10 @@ class Election:
             out.append(BecomeFollower(epoch, leader_id))
         self.last_leader_contact_ms = now_ms
         self.reset_timer(now_ms)
+        # a pre-vote round still open is abandoned: this node now backs the leader's lease (its
+        # ack), so it must not stand (and vote for itself) while that lease can hold
+        self._prevotes = set()
+        self._prevote_for = ()
         return out
 
     def accepts(self, epoch: int) -> bool:
@@ -249,6 +253,8 @@ class Election:
             # back no other candidate for an election timeout, as after a leader's message
             self._quiet_until_ms = now_ms + self.election_timeout_ms
             self._quiet_for = candidate
+            self._prevotes = set()      # nor stand itself meanwhile (an open pre-vote round ends)
+            self._prevote_for = ()
             self.reset_timer(now_ms)
             out.append(Persist(self.epoch, candidate))
             return True, out

@@ -98,6 +98,7 @@ class SimCluster:
         self.queue: list = []           # (deliver_at, order, dst, msg)
         self._order = 0
         self.cut: set = set()           # (a, b) pairs that cannot talk
+        self.bounces: list = []         # (restart at, node id): crashed for a moment (random_fault)
         self.drop_rate = 0.0
         self.dup_rate = 0.0
         self.max_delay = 5
@@ -410,6 +411,15 @@ class SimCluster:
         elif r < 0.9:
             self.trace("heal the network")
             self.cut = set()
+        elif r < 0.95:
+            # a bounce: crash a node and restart it a moment later, often inside the lease its
+            # last ack (or vote) backs, while it has forgotten the stickiness it owed
+            up = [n for n in self.nodes.values() if n.up]
+            if len(up) > 1:
+                victim = self.rng.choice(up)
+                self.crash(victim)
+                self.bounces.append((self.now + self.rng.randint(1, 150), victim.node_id))
+                self.bounces.sort()
         else:
             self.drop_rate = self.rng.choice([0.0, 0.05, 0.2])
             self.dup_rate = self.rng.choice([0.0, 0.05])
@@ -425,6 +435,10 @@ class SimCluster:
             if self.now >= next_fault:
                 self.random_fault()
                 next_fault = self.now + self.rng.randint(100, 600)
+            if self.bounces and self.bounces[0][0] <= self.now:
+                _, nid = self.bounces.pop(0)
+                if not self.nodes[nid].up:
+                    self.restart(self.nodes[nid])
             self.deliver_due()
             for node in self.nodes.values():
                 if node.up:
