@@ -103,7 +103,7 @@ else:
 
 
 class Keyspace:
-    __slots__ = ("data", "expires", "watchers", "deleted_pos", "track_deletes")
+    __slots__ = ("data", "expires", "watchers", "deleted_pos", "deleted_floor", "track_deletes")
 
     def __init__(self) -> None:
         self.data: dict[bytes, Entry] = {}
@@ -111,6 +111,9 @@ class Keyspace:
         self.watchers: dict[bytes, set] = {}     # key -> client states with a ``dirty`` flag
         # key -> position of a delete that is not visible yet (see server visibility rules)
         self.deleted_pos: dict[bytes, int] = {}
+        # the position any absent key may have been deleted at, when deletions up to it are not
+        # known one by one (a snapshot loaded at recovery covers records not yet confirmed)
+        self.deleted_floor = 0
         self.track_deletes = False
 
     def __len__(self) -> int:
@@ -132,7 +135,7 @@ class Keyspace:
         e = self.data.get(key)
         if e is not None:
             return e.pos
-        return self.deleted_pos.get(key, 0)
+        return self.deleted_pos.get(key, self.deleted_floor)
 
     def expired_keys(self, now_ms: int, limit: int = 20) -> list[bytes]:
         """Up to ``limit`` expired keys (the active expiry cycle samples these)."""
@@ -305,6 +308,7 @@ class Keyspace:
         self.data.clear()
         self.expires.clear()
         self.deleted_pos.clear()
+        self.deleted_floor = 0
 
     def load_entry(self, key: bytes, type_: int, value, expire_at: int, pos: int) -> None:
         """Insert an entry read from a snapshot."""

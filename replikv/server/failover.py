@@ -85,11 +85,12 @@ class FailoverMixin:
         self._hist_last_epoch = self._history()[-1][0] if self._history() else 0
 
     def _restore_commit_cap(self) -> None:
-        """At start: if this node led the epoch of its last records, those beyond the commit
-        point it saved then (Storage.save_commit) were never shown to readers, and no follower
-        may have them: the next leader may roll them back. They stay hidden (``visible_cap``,
-        the same cap a step-down sets) until a leader's welcome says what survives, or this
-        node wins an epoch itself. A node that only followed shows its whole log, as before."""
+        """At start: if this node led the epoch of its last records (or a later one, and was
+        stopped before writing in it), those beyond the commit point it saved then
+        (Storage.save_commit) were never shown to readers, and no follower may have them:
+        the next leader may roll them back. They stay hidden (``visible_cap``, the same cap a
+        step-down sets) until a leader's welcome says what survives, or this node wins an
+        epoch itself. A node that only followed shows its whole log, as before."""
         node = self.node
         st = node.storage
         cp = st.commit_point
@@ -101,10 +102,13 @@ class FailoverMixin:
             if led == -1:
                 # unreadable: whether this node led its last epoch is unknown; hide that epoch
                 cap = max([first - 1 for ep, first in self._history() if ep == last_epoch] or [last])
-            elif led == last_epoch and seq < last:
+            elif led >= last_epoch and seq < last:
+                # (led > last_epoch: it won a later epoch and was stopped before writing in it;
+                # its tail of the earlier epoch it led may still be unconfirmed)
                 cap = seq
         if cap is None or cap >= last:
             st.ks.deleted_pos.clear()     # (remembered during recovery in case of a cap)
+            st.ks.deleted_floor = 0
             return
         self.visible_cap = cap
         node.visible_seq = min(node.visible_seq, cap)

@@ -307,7 +307,6 @@ class Node:
                     return
                 self.metrics.fsync_seconds.observe(secs)
             if self.repl is not None:
-                self.repl.save_commit_point()
                 await self.repl.relay_sync_everysec()
 
     def durable_seq(self) -> int:
@@ -326,8 +325,9 @@ class Node:
             self.visible_seq = v
             ks = self.storage.ks
             ks.track_deletes = v < self.storage.last_seq or self.repl is not None
-            if ks.deleted_pos and v >= self.storage.last_seq:
+            if (ks.deleted_pos or ks.deleted_floor) and v >= self.storage.last_seq:
                 ks.deleted_pos.clear()
+                ks.deleted_floor = 0
             if self.repl is not None:
                 self.repl.on_visible(v)
         if self.pos_waiters:

@@ -144,6 +144,7 @@ class Replication(FailoverMixin):
         node.accepts_writes = self.role == "leader"
         self.leader_core.last_seq = node.storage.last_seq
         self._restore_commit_cap()
+        self._commit_saved_ms = 0
         if self.role == "leader":
             # the first start of the first leader: its commit point exists before any record
             node.storage.save_commit(self.election.epoch, node.visible_seq, sync=True)
@@ -836,6 +837,9 @@ class Replication(FailoverMixin):
                     node._advance_visible()
                     node.expire_waiting(self.cluster.ack_timeout_ms)
                     self._check_waits()
+                    if now - self._commit_saved_ms >= 1000:
+                        self._commit_saved_ms = now
+                        self.save_commit_point()
                 else:
                     self._schedule_ack()
                     await self._purge_relay()
@@ -1305,8 +1309,9 @@ class Replication(FailoverMixin):
         self._apply_wake.set()
 
     def save_commit_point(self) -> None:
-        """Leader, about once a second and at shutdown: remember what readers were shown (see
-        Storage.save_commit; a restarted node hides its own epoch's records beyond it)."""
+        """Leader, about once a second (from the tick, under every fsync policy) and at
+        shutdown: remember what readers were shown (see Storage.save_commit; a restarted node
+        hides its own epoch's records beyond it)."""
         if self.role != "leader":
             return
         st = self.node.storage

@@ -190,8 +190,11 @@ class Storage:
         self.commit_point = self.load_commit()
         # deletions after the commit point are remembered (Keyspace.deleted_pos): if the node
         # led the epoch of its last records, they stay hidden until a leader confirms them,
-        # and a read of a key deleted among them must wait as well
+        # and a read of a key deleted among them must wait as well. Those inside the snapshot
+        # are not known one by one: any absent key may have been deleted up to its position.
         track_after = self.commit_point[1] if self.commit_point is not None else None
+        if track_after is not None and track_after < snap_seq:
+            self.ks.deleted_floor = snap_seq
         n = 0
         last = snap_seq
         apply = self.ks.apply

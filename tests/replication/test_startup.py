@@ -62,3 +62,31 @@ def test_a_follower_takes_no_write_while_it_starts(tmp_path, monkeypatch):
     during, after = asyncio.run(main())
     assert not [r for r in during if r.startswith(b"+OK")], during
     assert after is not None and after.startswith(b"-READONLY"), after
+
+
+import json  # noqa: E402
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.conftest import client, wait_for  # noqa: E402
+
+
+@pytest.mark.parametrize("fsync", ["always", "everysec", "no"])
+def test_the_leader_keeps_its_commit_point_current_under_every_fsync_policy(leader_cluster, fsync):
+    """``DATA_DIR/commit.json`` follows what the leader shows readers, about once a second,
+    whatever the fsync policy (a restarted ex-leader hides its records beyond it: a stale
+    point hides acknowledged writes until a leader's welcome)."""
+    cl = leader_cluster(3, ack="semi-sync:1", fsync=fsync)
+    r = client(cl.node(1).port)
+    for i in range(50):
+        assert r.set(f"c:{i}", "v") is True
+    last = int(r.execute_command("ROLE")[1])
+    path = os.path.join(cl.node(1).data_dir, "commit.json")
+
+    def saved():
+        with open(path) as fh:
+            return json.load(fh)
+
+    wait_for(lambda: saved()["seq"] >= last, 10, what=f"commit.json at {last} (it says {saved()})")
+    assert saved()["epoch"] == 0
