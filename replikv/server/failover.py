@@ -410,6 +410,8 @@ class FailoverMixin:
             return None
         if self.switching and is_write:
             return "TRYAGAIN a switchover is in progress; retry against the new leader in a moment"
+        # (Node.execute and Node.set_plain take their fast path only without ``switching``,
+        # which ``handed_over`` implies while this node leads: they always come here then)
         if self.handed_over and not (self.cluster.allow_stale_reads and not is_write):
             # the target may be elected at once (its voters skip stickiness for a handover),
             # while this node's lease still stands on their earlier acks: no leader reads
@@ -536,9 +538,14 @@ class FailoverMixin:
             if self.handed_over:
                 self.handed_over = False
                 if self.role == "leader":
-                    # the handover may still happen (a late timeout_now): this node cannot tell
-                    # whether its lease still means anything, so it stops leading; the next
-                    # election (which it may win again) settles who leads
-                    log.warning("switchover failed after the handover was sent: node %d steps down",
-                                node.config.node_id)
-                    self._handle(self.election.step_down(self.election.epoch, None, node.clock.now_ms()))
+                    # the handover may still happen (a late timeout_now) and elect the target
+                    # while this node's lease stands on the voters' acks: it stops leading and
+                    # stands at once in the next epoch (at once, also with automatic failover
+                    # off, where nothing else would ever start an election). If it wins, a
+                    # late timeout_now of the old epoch is fenced; if the target won, it follows.
+                    log.warning("switchover failed after the handover was sent: node %d stands again in a new "
+                                "epoch", node.config.node_id)
+                    e = self.election
+                    now = node.clock.now_ms()
+                    self._handle(e.step_down(e.epoch, None, now))
+                    self._handle(e.start_election(now, *self.last_epoch_seq()))

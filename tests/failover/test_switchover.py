@@ -132,16 +132,18 @@ def test_exec_after_the_leader_stepped_down_runs_nothing(failover_cluster):
         assert status(cl, i)["lost_records"] == 0
 
 
-def test_a_leader_that_handed_over_serves_no_leader_reads(failover_cluster):
+@pytest.mark.parametrize("auto_failover", [True, False])
+def test_a_leader_that_handed_over_serves_no_leader_reads(failover_cluster, auto_failover):
     """Once a switchover's handover (timeout_now) may have reached the target, the target can
     be elected at once: its voters skip stickiness for a handover, while the old leader's
     lease still stands on their earlier acks. From then on the old leader must not answer
     leader reads as if it still led. Here the target is frozen, so the handover hangs
     (2 s, then the switchover fails): reads on the old leader meanwhile get TRYAGAIN; after
-    the failure it steps down and the next election settles who leads."""
+    the failure it stops leading and stands again at once in a new epoch, also with
+    automatic failover off (where nothing else would ever elect a leader again)."""
     import threading
 
-    cl = failover_cluster(3, ack="async")
+    cl = failover_cluster(3, ack="async", auto_failover=auto_failover)
     r = client(cl.node(1).port)
     assert r.set("k", "v") is True
     wait_for(lambda: converged(cl, 1, [1, 2, 3]), 20, what="followers caught up")
@@ -174,7 +176,11 @@ def test_a_leader_that_handed_over_serves_no_leader_reads(failover_cluster):
         t.join(30)
         assert "switchover failed" in result.get("error", ""), result
     finally:
-        cl.resume(2)
-    lead = wait_for(lambda: leader_among(cl, [1, 2, 3]), 30, what="a leader after the failed switchover")
+        # the target dies frozen: no late handover ever elects it
+        cl.kill(2)
+    lead = wait_for(lambda: leader_among(cl, [1, 3]), 30, what="a leader after the failed switchover")
+    assert status(cl, lead)["epoch"] >= 1        # a new epoch: a late handover of epoch 0 is fenced
+    cl.start_node(cl.node(2))
     wait_for(lambda: converged(cl, lead, [1, 2, 3]), 30, what="DIGEST equal on all nodes")
     assert client(cl.node(lead).port).get("k") == b"v"
+    assert client(cl.node(lead).port).set("k", "after") is True
