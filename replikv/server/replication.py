@@ -381,7 +381,14 @@ class Replication(FailoverMixin):
         if self.role != "leader":
             cap = self.visible_cap
             return local_durable if cap is None else min(local_durable, cap)
-        return self.leader_core.policy_watermark(self.policy, local_durable)
+        v = self.leader_core.policy_watermark(self.policy, local_durable)
+        shown = self.node.visible_seq
+        if v > shown and self.cluster.auto_failover and not self._lease_ok(self.node.clock.now_ms()):
+            # a leader without its lease shows nothing new: what it could show now (e.g. after a
+            # semi-sync fallback to async) may exist nowhere else, and a step-down's cap or the
+            # saved commit point would carry it past a restart
+            return shown
+        return v
 
     def watermark_for(self, policy: AckPolicy, local_durable: int) -> int:
         if self.role != "leader":
