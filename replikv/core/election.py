@@ -92,6 +92,7 @@ class Election:
     _grants: dict = field(default_factory=dict)  # voter id -> send time of the vote request it granted
     _quiet_until_ms: int = 0          # voter side: back no candidate but _quiet_for until then
     _quiet_for: int | None = None
+    standing: bool = False            # it started an election and has heard of no leader since
     _prevotes: set = field(default_factory=set)
     _prevote_for: tuple = ()                     # (epoch, last_epoch, last_seq) being pre-voted
     elections_started: int = 0
@@ -161,6 +162,7 @@ class Election:
             out.append(BecomeFollower(epoch, leader_id))
         self.last_leader_contact_ms = now_ms
         self.reset_timer(now_ms)
+        self.standing = False
         # a pre-vote round still open is abandoned: this node now backs the leader's lease (its
         # ack), so it must not stand (and vote for itself) while that lease can hold
         self._prevotes = set()
@@ -180,7 +182,10 @@ class Election:
             return []
         if now_ms < self._deadline_ms:
             return []
-        if not self.auto_failover:
+        if not self.auto_failover and not self.standing:
+            # manual failover: nobody stands by itself; a node that was told to stand (a
+            # switchover's handover, or an old leader whose switchover failed) goes on until
+            # a leader exists, or a lost vote would leave the cluster without one for good
             self.reset_timer(now_ms)
             return []
         if self.max_lag_on_failover and behind_entries > self.max_lag_on_failover:
@@ -198,6 +203,7 @@ class Election:
         return [RequestVotes(self.epoch + 1, last_epoch, last_seq, False, True)]
 
     def start_election(self, now_ms: int, last_epoch: int, last_seq: int, transfer: bool = False) -> list:
+        self.standing = True
         self.epoch += 1
         self.role = CANDIDATE
         self.voted_for = self.node_id
@@ -294,6 +300,7 @@ class Election:
     def _win(self, now_ms: int) -> list:
         self.role = LEADER
         self.leader_id = self.node_id
+        self.standing = False
         self._acks = dict(self._grants)
         self._grants = {}
         return [BecomeLeader(self.epoch)]

@@ -88,3 +88,35 @@ def test_a_switchover_vote_is_granted_at_once():
     win(b, c, 10_000)
     ok, _ = c.on_vote_request(b.epoch + 1, 1, 5, 10, 5, 10, 10_005, transfer=True)
     assert ok
+
+
+def manual(i: int) -> Election:
+    e = Election(i, (1, 2, 3), epoch=5, election_timeout_ms=T, auto_failover=False, rng=random.Random(i))
+    e.reset_timer(0)
+    return e
+
+
+def test_with_manual_failover_no_node_stands_by_itself():
+    e = manual(2)
+    for now in range(0, 20 * T, T // 2):
+        assert e.tick(now, 5, 10) == []
+    assert e.elections_started == 0
+
+
+def test_with_manual_failover_a_node_told_to_stand_goes_on_until_a_leader_exists():
+    """A switchover's target, or an old leader whose switchover failed, stands once; if that
+    election is lost (a vote refused, a reply lost), nothing else would ever elect a leader."""
+    e = manual(1)
+    e.start_election(1000, 5, 10)            # the first try: no majority
+    assert e.standing
+    outs = []
+    now = 1000
+    while not outs and now < 1000 + 5 * T:
+        now += 50
+        outs = e.tick(now, 5, 10)
+    assert outs, "a node that stood gave up after one try"
+    # a leader of a newer epoch appears: it stops
+    e.on_leader_message(e.epoch + 1, 3, now)
+    assert not e.standing
+    for t in range(now, now + 10 * T, T // 2):
+        assert e.tick(t, 5, 10) == []
