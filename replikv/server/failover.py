@@ -255,7 +255,7 @@ class FailoverMixin:
             if t == "vote_req":
                 int(msg["last_epoch"]), int(msg["last_seq"])
             if t == "timeout_now":
-                int(msg.get("epoch", 0))
+                int(msg.get("epoch", 0)), int(msg.get("leader_id", -1))
         except (KeyError, TypeError, ValueError) as e:
             raise PeerProtocolError(f"malformed {t} message (bad or missing {e})") from None
         if sender and not self._knows_node(sender):
@@ -278,7 +278,10 @@ class FailoverMixin:
                 self._handle(e.on_leader_message(ep, lid, now))
             conn.send({"t": "info", "epoch": e.epoch, "leader_id": e.leader_id})
         elif t == "timeout_now":
-            if self.role != "leader" and int(msg.get("epoch", 0)) >= e.epoch:
+            # only from the leader this node follows, in its epoch (an old or deposed leader's
+            # handover would let this node skip the voters' stickiness while a lease holds)
+            if (self.role != "leader" and int(msg.get("epoch", 0)) == e.epoch
+                    and int(msg.get("leader_id", -1)) == e.leader_id):
                 le, ls = self.last_epoch_seq()
                 self._handle(e.start_election(now, le, ls, transfer=True))
             conn.send({"t": "info", "epoch": e.epoch, "leader_id": e.leader_id})
@@ -325,7 +328,14 @@ class FailoverMixin:
             st.meta["leader_id"] = node.config.node_id
             st.meta.save()
             # before the epoch's first record: a restart hides what no follower confirmed
-            st.save_commit(epoch, node.visible_seq, sync=True)
+            try:
+                st.save_commit(epoch, node.visible_seq, sync=True)
+            except OSError as exc:
+                log.error("node %d won epoch %d but cannot save its commit point (%r): not taking writes; "
+                          "stepping down", node.config.node_id, epoch, exc)
+                self._handle(e.step_down(epoch, None, node.clock.now_ms()))
+                return
+            self.handed_over = False
             self.leader_core = LeaderCore(self.policy, self.cluster.ack_timeout_ms)
             self.leader_core.last_seq = st.last_seq
             self.tail.clear()
@@ -502,6 +512,9 @@ class FailoverMixin:
         st = node.storage
         if self.role != "leader":
             raise RuntimeError("this node is not the leader")
+        if self.switching:
+            raise RuntimeError("a switchover is already in progress")
+        epoch = self.election.epoch
         lc = self.leader_core
         candidates = [f for f in lc.followers.values() if f.connected]
         if to is not None:
@@ -523,21 +536,35 @@ class FailoverMixin:
             while target.received < st.last_seq or target.applied < st.last_seq:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"node {target.node_id} did not catch up within {timeout_ms} ms")
+                if self.role != "leader" or self.election.epoch != epoch:
+                    raise RuntimeError("this node stopped leading during the switchover")
                 await asyncio.sleep(0.005)
+            if self.role != "leader" or self.election.epoch != epoch:
+                # (a handover from a node that no longer leads would let the target skip the
+                # voters' stickiness while the real leader's lease holds)
+                raise RuntimeError("this node stopped leading during the switchover")
             self.handed_over = True
-            reply = await self._rpc(target.node_id, {"t": "timeout_now", "epoch": self.election.epoch}, 2.0)
+            reply = await self._rpc(target.node_id, {"t": "timeout_now", "epoch": epoch,
+                                                     "leader_id": node.config.node_id}, 2.0)
             if reply is None:
                 raise RuntimeError(f"node {target.node_id} did not answer the handover")
-            while self.role == "leader":
+            while self.role == "leader" and self.election.epoch == epoch:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"node {target.node_id} did not take over within {timeout_ms} ms")
                 await asyncio.sleep(0.005)
-            return f"node {target.node_id} leads epoch {self.election.epoch}"
+            me = node.config.node_id
+            while self.role != "leader" and self.leader_id in (None, me) and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)     # stepped down on the target's vote: learn who won
+            lid = self.leader_id if self.role != "leader" and self.leader_id != me else None
+            if lid == target.node_id:
+                return f"node {target.node_id} leads epoch {self.election.epoch}"
+            return (f"this node no longer leads (epoch {self.election.epoch}, leader: "
+                    f"{'not known yet' if lid is None else f'node {lid}'})")
         finally:
             self.switching = False
             if self.handed_over:
                 self.handed_over = False
-                if self.role == "leader":
+                if self.role == "leader" and self.election.epoch == epoch:
                     # the handover may still happen (a late timeout_now) and elect the target
                     # while this node's lease stands on the voters' acks: it stops leading and
                     # stands at once in the next epoch (at once, also with automatic failover

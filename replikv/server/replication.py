@@ -1513,6 +1513,7 @@ class Replication(FailoverMixin):
             out["lease"] = (not self.cluster.auto_failover) or now < max(self.lease_until, e.lease_until_ms(now))
             out["lease_ms"] = e.lease_ms
             out["switching"] = self.switching
+            out["handed_over"] = self.handed_over
             fl = []
             for f in sorted(lc.followers.values(), key=lambda x: x.node_id):
                 fl.append({"node_id": f.node_id, "state": f.state, "link": "up" if f.connected else "down",

@@ -169,10 +169,15 @@ def test_a_leader_that_handed_over_serves_no_leader_reads(failover_cluster, auto
 
         t = threading.Thread(target=failover, daemon=True)
         t.start()
-        time.sleep(0.5)     # the handover waits up to 2 s for the frozen target
+        # the handover waits up to 2 s for the frozen target: read while it is out
+        wait_for(lambda: status(cl, 1).get("handed_over"), 10, interval=0.01, what="the handover sent")
         with pytest.raises(redis.ResponseError) as e:
             client(cl.node(1).port).get("k")
         assert "TRYAGAIN" in str(e.value) or isinstance(e.value, redis.exceptions.TryAgainError), e.value
+        assert status(cl, 1)["handed_over"], "the handover ended before the read: nothing was shown"
+        with pytest.raises(redis.ResponseError) as e:     # one switchover at a time
+            client(cl.node(1).port).execute_command("FAILOVER", "TO", "3")
+        assert "already in progress" in str(e.value), e.value
         t.join(30)
         assert "switchover failed" in result.get("error", ""), result
     finally:
