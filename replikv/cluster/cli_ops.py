@@ -14,29 +14,58 @@ from .local import ClusterError, LocalCluster
 @click.option("--data-dir", type=click.Path(file_okay=False), default=".replikv", show_default=True)
 @click.option("--to", "to", type=int, default=None, help="The follower to hand over to (default: the most up to date).")
 @click.option("--timeout-ms", type=int, default=10_000, show_default=True)
-def failover(data_dir, to, timeout_ms) -> None:
-    """Manual switchover: pause writes, let the target catch up, hand leadership over."""
+@click.option("--force", is_flag=True, default=False,
+              help="No node leads (the leader is down and automatic failover is off): make --to, or the "
+                   "most up-to-date running follower, stand for election.")
+def failover(data_dir, to, timeout_ms, force) -> None:
+    """Manual switchover: pause writes, let the target catch up, hand leadership over.
+    With --force and no leader: promote a follower by an election (its log must be at least
+    as fresh as a majority's)."""
     import redis
 
     try:
         cl = LocalCluster.load(data_dir)
         leader = cl.leader()
-        if leader is None:
-            raise ClusterError("no node currently leads with a lease (an election may be in progress)")
+        if leader is None and not force:
+            raise ClusterError("no node currently leads with a lease (an election may be in progress; "
+                               "if the leader is down and automatic failover is off, use --force)")
+        if leader is not None and force:
+            raise ClusterError(f"node {leader.node_id} leads: a switchover needs no --force")
+        if force:
+            target = _stand_target(cl, to)
     except ClusterError as e:
         click.echo(f"replikv: {e}", err=True)
         sys.exit(2)
-    r = redis.Redis(host=leader.host, port=leader.port, socket_timeout=timeout_ms / 1000 + 5)
-    args = ["FAILOVER"]
-    if to is not None:
-        args += ["TO", str(to)]
-    args += ["TIMEOUT", str(timeout_ms)]
+    if force:
+        node, args = target, ["FAILOVER", "FORCE", "TIMEOUT", str(timeout_ms)]
+    else:
+        node, args = leader, ["FAILOVER"] + (["TO", str(to)] if to is not None else []) + ["TIMEOUT", str(timeout_ms)]
+    r = redis.Redis(host=node.host, port=node.port, socket_timeout=timeout_ms / 1000 + 5)
     try:
         out = r.execute_command(*args)
     except redis.ResponseError as e:
         click.echo(f"replikv: {e}", err=True)
         sys.exit(1)
     click.echo(out.decode() if isinstance(out, bytes) else str(out))
+
+
+def _stand_target(cl: LocalCluster, to: int | None):
+    """The node a forced election should make stand: ``to``, or the running follower that has
+    received the most (the one a majority can vote for)."""
+    rows = [row for row in cl.status() if row.get("reachable")]
+    if to is not None:
+        if not any(row["node_id"] == to for row in rows):
+            raise ClusterError(f"node {to} is not running or does not answer")
+        return cl.node(to)
+    best = None
+    for row in rows:
+        repl = row.get("replication") or {}
+        got = int(repl.get("received", 0) or 0)
+        if best is None or got > best[0]:
+            best = (got, row["node_id"])
+    if best is None:
+        raise ClusterError("no running node answers")
+    return cl.node(best[1])
 
 
 @main.command()

@@ -507,6 +507,28 @@ class FailoverMixin:
         self._relay_stale = False
 
     # ------------------------------------------------------------------ manual switchover
+    async def stand(self, timeout_ms: int = 10_000) -> str:
+        """FAILOVER FORCE: this follower stands for election now (a pre-vote first) and keeps
+        standing until some leader exists (Election.standing); the reply says who leads once
+        one does, within ``timeout_ms``."""
+        node = self.node
+        e = self.election
+        if self.role == "leader":
+            return f"node {node.config.node_id} already leads epoch {e.epoch}"
+        log.warning("node %d stands for election on an operator's request", node.config.node_id)
+        e.standing = True
+        self._handle(e.start_prevote(node.clock.now_ms(), *self.last_epoch_seq()))
+        deadline = time.monotonic() + timeout_ms / 1000
+        me = node.config.node_id
+        while time.monotonic() < deadline:
+            if self.role == "leader":
+                return f"node {me} leads epoch {e.epoch}"
+            if not e.standing and self.leader_id not in (None, me):
+                return f"node {self.leader_id} leads epoch {e.epoch}"
+            await asyncio.sleep(0.01)
+        raise RuntimeError(f"no leader within {timeout_ms} ms (a live leader, or a voter with a fresher log, "
+                           f"refuses; this node {'goes on standing' if e.standing else 'stopped standing'})")
+
     async def switchover(self, to: int | None, timeout_ms: int = 10_000) -> str:
         node = self.node
         st = node.storage

@@ -63,13 +63,18 @@ def cmd_replica(node, conn, args):
 
 def cmd_failover(node, conn, args):
     """FAILOVER [TO <node-id>] [TIMEOUT <ms>]: manual switchover from this leader. Writes pause,
-    the target catches up, it takes over in a new epoch; nothing acknowledged is lost."""
+    the target catches up, it takes over in a new epoch; nothing acknowledged is lost.
+
+    FAILOVER FORCE [TIMEOUT <ms>], sent to a follower: stand for election now, for a cluster
+    whose leader is down when automatic failover is off (nothing else elects one then). The
+    usual rules hold: a pre-vote first (refused while the voters still hear from a leader,
+    so a live leader's lease is never cut short), and votes only for a log at least as
+    fresh as the voter's. The node keeps standing until some leader exists."""
     r = node.repl
     if r is None:
         raise C.CommandError("ERR FAILOVER needs a leader-mode cluster")
-    if node.role != "leader":
-        raise C.CommandError("ERR FAILOVER must be sent to the leader")
     to = None
+    force = False
     timeout_ms = 10_000
     i = 1
     while i < len(args):
@@ -80,16 +85,28 @@ def cmd_failover(node, conn, args):
         elif opt == b"TIMEOUT" and i + 1 < len(args):
             timeout_ms = C.parse_int(args[i + 1])
             i += 2
+        elif opt == b"FORCE":
+            force = True
+            i += 1
         else:
             raise C.CommandError(C.SYNTAX)
+    if force:
+        if to is not None:
+            raise C.CommandError("ERR FAILOVER FORCE takes no TO: send it to the node that should stand")
+        if node.role == "leader":
+            raise C.CommandError("ERR this node already leads")
+    elif node.role != "leader":
+        raise C.CommandError("ERR FAILOVER must be sent to the leader (or FAILOVER FORCE to a follower, "
+                             "when no node leads)")
     slot = conn.reply_slot()
 
     async def run():
         try:
-            msg = await r.switchover(to, timeout_ms)
+            msg = await (r.stand(timeout_ms) if force else r.switchover(to, timeout_ms))
             conn.fill_slot(slot, encode(msg.encode(), conn.proto))
         except Exception as e:  # noqa: BLE001 - every failure is reported to the operator
-            conn.fill_slot(slot, encode(Error(f"ERR switchover failed: {e}"), conn.proto))
+            what = "forced election" if force else "switchover"
+            conn.fill_slot(slot, encode(Error(f"ERR {what} failed: {e}"), conn.proto))
 
     import asyncio
 

@@ -5,7 +5,7 @@
   READONLY redirect once it is done), never vanish silently; nothing is rolled back.
 - ``auto_failover = false``: the leader killed, no node becomes leader by itself (several
   election timeouts), the followers still serve reads, and ``replikv failover`` says that no
-  node leads.
+  node leads; ``replikv failover --force`` then promotes a follower by an election.
 """
 
 from __future__ import annotations
@@ -99,6 +99,23 @@ def test_no_failover_by_itself_when_auto_failover_is_off(failover_cluster):
     # a manual switchover needs a leader to hand over from
     out = replikv("failover", "--data-dir", cl.root, "--to", "2")
     assert out.returncode == 2 and "no node currently leads" in out.stderr, (out.returncode, out.stderr)
+    assert "--force" in out.stderr
+
+    # the operator promotes a follower: an election all the same (pre-vote, log freshness)
+    out = replikv("failover", "--data-dir", cl.root, "--force")
+    assert out.returncode == 0, (out.stdout, out.stderr)
+    lead = leader_among(cl, [2, 3])
+    assert lead is not None and f"node {lead} leads epoch 1" in out.stdout, (lead, out.stdout)
+    rl = client(cl.node(lead).port)
+    assert rl.mget([f"m:{j}" for j in range(20)]) == [f"v{j}".encode() for j in range(20)]
+    assert rl.set("m:new", "x") is True
+    # the old leader comes back as a follower of the new one
+    cl.start_node(cl.node(1))
+    wait_for(lambda: converged(cl, lead, [1, 2, 3]), 30, what="DIGEST equal on all nodes")
+    assert role(cl, 1) == b"slave"
+    # with a leader, --force is refused
+    out = replikv("failover", "--data-dir", cl.root, "--force")
+    assert out.returncode == 2 and "needs no --force" in out.stderr, (out.returncode, out.stderr)
 
 
 def test_exec_after_the_leader_stepped_down_runs_nothing(failover_cluster):
