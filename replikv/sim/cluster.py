@@ -1,14 +1,17 @@
 """A simulated cluster: nodes, network, clock, faults and invariant checks, from one seed.
 
 What is simulated, and what is real:
-- real: ``Election`` (epochs, votes, stickiness, leases, elections by majority),
+- real: ``Election`` (epochs, votes, stickiness, leases, elections by majority, the
+  transfer elections of a switchover),
   ``LeaderCore`` with ``AckPolicy`` (when a write counts as acknowledged),
   ``plan_follower_start`` / ``divergence_point`` (where a rejoining node rolls back to);
 - simulated: the log (a list of (epoch, value) per node, durable on append, as under
   ``fsync always``), the transport (messages with random delay, loss, duplication,
   reordering; partitions), the clock (integer milliseconds), crashes (a crashed node keeps
-  its log, term and vote, loses everything else), and clients (writes to whichever node
-  claims to lead).
+  its log, term and vote, loses everything else), clients (writes to whichever node
+  claims to lead), and switchovers as the shell runs them (the leader stops serving once
+  its handover leaves, and stands again in a new epoch if the target has not taken over
+  within two election timeouts).
 
 Invariants checked on every step:
 - election safety: at most one leader per epoch;
@@ -60,6 +63,7 @@ class SimNode:
     last_probe_ms: int = 0
     streaming_epoch: int = -1
     pending: list = field(default_factory=list)        # leader: (seq, write id) awaiting ack
+    handed_over_at: int | None = None                  # leader: when its switchover's handover left
 
     @property
     def last(self) -> int:
@@ -106,7 +110,7 @@ class SimCluster:
         self.acked: dict[int, tuple] = {}    # write id -> (seq, epoch, value)
         self.next_write = 1
         self.stats = {"writes": 0, "acked": 0, "elections": 0, "crashes": 0, "partitions": 0, "rollbacks": 0,
-                      "messages": 0, "dropped": 0, "lost_acked": 0}
+                      "messages": 0, "dropped": 0, "lost_acked": 0, "switchovers": 0}
         # a write acknowledged by the leader plus k followers survives any failover only if that
         # is a majority; weaker policies are simulated too, and their losses counted, not flagged
         majority = n // 2 + 1
@@ -161,6 +165,7 @@ class SimCluster:
             elif isinstance(o, BecomeFollower):
                 if node.leader_core is not None:
                     self.trace(f"node {node.node_id} steps down (epoch {o.epoch})")
+                node.handed_over_at = None
                 node.leader_core = None
                 node.pending.clear()
                 node.streaming_to = None
@@ -188,6 +193,7 @@ class SimCluster:
             node.history.append([epoch, node.last + 1])
         self._start_leading(node)
         node.streaming_to = None
+        node.handed_over_at = None
         self.trace(f"node {node.node_id} leads epoch {epoch} from seq {node.last + 1}")
         for other in self.nodes:
             if other != node.node_id:
@@ -217,6 +223,11 @@ class SimCluster:
             self.learn_leader(node, m["leader"], m["epoch"])
         elif t == "whois":
             self.send(node.node_id, src, {"t": "info", "epoch": e.epoch, "leader": e.leader_id})
+        elif t == "timeout_now":
+            # a switchover's handover: only from the leader this node follows, in its epoch
+            if e.role != LEADER and m["epoch"] == e.epoch and src == e.leader_id:
+                self.trace(f"node {node.node_id} stands at once (handover from node {src})")
+                self.handle(node, e.start_election(self.now, node.last_epoch(), node.last, transfer=True))
         elif t == "info":
             if e.role == LEADER and m["epoch"] > e.epoch:
                 self.trace(f"node {node.node_id} (leader of epoch {e.epoch}) learns of epoch {m['epoch']}")
@@ -327,6 +338,13 @@ class SimCluster:
                 for other in self.nodes:
                     if other != node.node_id:
                         self.send(node.node_id, other, {"t": "whois", "epoch": e.epoch})
+            if node.handed_over_at is not None and self.now - node.handed_over_at > 2 * ELECTION_TIMEOUT_MS:
+                # the target did not take over: stand again in a new epoch (as the shell does)
+                self.trace(f"node {node.node_id}: switchover failed; stands again")
+                node.handed_over_at = None
+                self.handle(node, e.step_down(e.epoch, None, self.now))
+                self.handle(node, e.start_election(self.now, node.last_epoch(), node.last))
+                return
             if hb_due:
                 node.last_hb_ms = self.now
                 if not node.next_seq:
@@ -349,7 +367,7 @@ class SimCluster:
 
     def client_write(self) -> None:
         holders = [n for n in self.nodes.values() if n.up and n.election.role == LEADER and n.leader_core is not None
-                   and n.election.has_lease(self.now)]
+                   and n.handed_over_at is None and n.election.has_lease(self.now)]
         if not holders:
             return
         node = self.rng.choice(holders)
@@ -361,8 +379,9 @@ class SimCluster:
         self.stats["writes"] += 1
 
     def check_leases(self) -> None:
+        # (a leader whose handover left serves nothing more: it is not a holder)
         holders = [n.node_id for n in self.nodes.values() if n.up and n.election.role == LEADER
-                   and n.election.has_lease(self.now)]
+                   and n.handed_over_at is None and n.election.has_lease(self.now)]
         if len(holders) > 1:
             raise Violation(f"nodes {holders} hold a leader lease at the same time")
 
@@ -372,6 +391,7 @@ class SimCluster:
         self.trace(f"crash node {node.node_id}")
         node.up = False
         node.leader_core = None
+        node.handed_over_at = None
         node.pending.clear()
         node.streaming_to = None
         node.next_seq = {}
@@ -411,7 +431,9 @@ class SimCluster:
         elif r < 0.9:
             self.trace("heal the network")
             self.cut = set()
-        elif r < 0.95:
+        elif r < 0.93:
+            self.switchover()
+        elif r < 0.96:
             # a bounce: crash a node and restart it a moment later, often inside the lease its
             # last ack (or vote) backs, while it has forgotten the stickiness it owed
             up = [n for n in self.nodes.values() if n.up]
@@ -425,6 +447,25 @@ class SimCluster:
             self.dup_rate = self.rng.choice([0.0, 0.05])
             self.max_delay = self.rng.choice([2, 5, 20, 60])
             self.trace(f"network: drop {self.drop_rate}, dup {self.dup_rate}, delay <= {self.max_delay} ms")
+
+    def switchover(self) -> None:
+        """The shell's switchover: the leader picks a follower that has all it wrote, stops
+        serving, and tells it to stand at once (a transfer election, which voters grant
+        despite stickiness)."""
+        leaders = [n for n in self.nodes.values() if n.up and n.election.role == LEADER and n.leader_core is not None
+                   and n.handed_over_at is None]
+        if not leaders:
+            return
+        node = leaders[0]
+        caught_up = [f.node_id for f in node.leader_core.followers.values()
+                     if f.connected and f.received >= node.last and self.nodes[f.node_id].up]
+        if not caught_up:
+            return
+        target = self.rng.choice(sorted(caught_up))
+        self.stats["switchovers"] += 1
+        self.trace(f"switchover: node {node.node_id} hands over to node {target}")
+        node.handed_over_at = self.now
+        self.send(node.node_id, target, {"t": "timeout_now", "epoch": node.election.epoch})
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
