@@ -50,21 +50,27 @@ def failover(data_dir, to, timeout_ms, force) -> None:
 
 
 def _stand_target(cl: LocalCluster, to: int | None):
-    """The node a forced election should make stand: ``to``, or the running follower that has
-    received the most (the one a majority can vote for)."""
-    rows = [row for row in cl.status() if row.get("reachable")]
+    """The node a forced election should make stand: ``to``, or the running node of the first
+    partition whose last record (epoch, seq) is the freshest, the one the others can vote for
+    (votes compare exactly that)."""
+    ids = {n.node_id for n in cl.partition_nodes(1)}
+    rows = [row for row in cl.status() if row.get("reachable") and row["node_id"] in ids]
     if to is not None:
         if not any(row["node_id"] == to for row in rows):
             raise ClusterError(f"node {to} is not running or does not answer")
         return cl.node(to)
     best = None
     for row in rows:
-        repl = row.get("replication") or {}
-        got = int(repl.get("received", 0) or 0)
-        if best is None or got > best[0]:
-            best = (got, row["node_id"])
+        last = tuple((row.get("replication") or {}).get("last_record") or (0, 0))
+        if best is None or last > best[0]:
+            best = (last, row["node_id"])
     if best is None:
         raise ClusterError("no running node answers")
+    unreachable = sorted(ids - {row["node_id"] for row in rows})
+    if unreachable:
+        click.echo(f"replikv: node(s) {', '.join(map(str, unreachable))} do not answer: if one of them still "
+                   f"leads behind a partition, it keeps taking writes until it reaches the others again "
+                   f"(then it steps down, and what it took meanwhile goes to its lost-writes.jsonl)", err=True)
     return cl.node(best[1])
 
 

@@ -92,7 +92,7 @@ class Election:
     _grants: dict = field(default_factory=dict)  # voter id -> send time of the vote request it granted
     _quiet_until_ms: int = 0          # voter side: back no candidate but _quiet_for until then
     _quiet_for: int | None = None
-    standing: bool = False            # it started an election and has heard of no leader since
+    standing: bool = False            # told to stand (manual failover): until it hears of a leader
     _prevotes: set = field(default_factory=set)
     _prevote_for: tuple = ()                     # (epoch, last_epoch, last_seq) being pre-voted
     elections_started: int = 0
@@ -183,9 +183,11 @@ class Election:
         if now_ms < self._deadline_ms:
             return []
         if not self.auto_failover and not self.standing:
-            # manual failover: nobody stands by itself; a node that was told to stand (a
-            # switchover's handover, or an old leader whose switchover failed) goes on until
-            # a leader exists, or a lost vote would leave the cluster without one for good
+            # manual failover: nobody stands by itself; a node told to stand (an operator's
+            # FAILOVER FORCE, an old leader whose switchover failed or that could not take
+            # office) goes on until a leader exists, or a lost vote would leave the cluster
+            # without one for good. (A switchover's target stands once: if it then kept
+            # standing, cut off from a leader that lives on, it could later win beside it.)
             self.reset_timer(now_ms)
             return []
         if self.max_lag_on_failover and behind_entries > self.max_lag_on_failover:
@@ -203,7 +205,6 @@ class Election:
         return [RequestVotes(self.epoch + 1, last_epoch, last_seq, False, True)]
 
     def start_election(self, now_ms: int, last_epoch: int, last_seq: int, transfer: bool = False) -> list:
-        self.standing = True
         self.epoch += 1
         self.role = CANDIDATE
         self.voted_for = self.node_id

@@ -164,7 +164,13 @@ class FailoverMixin:
         if self.role == "leader":
             self.lease_until = e.lease_until_ms(now)
             if not self.cluster.auto_failover:
-                return   # manual failover only: no node can take over without this one handing over
+                # manual failover: no lease (as MySQL's semi-sync source, it leads until told
+                # otherwise); but an operator may have forced an election while this node was
+                # cut off: ask now and then whether a newer epoch exists, and step down if so
+                if time.monotonic() - self._last_probe > self.cluster.election_timeout_ms / 1000:
+                    self._last_probe = time.monotonic()
+                    asyncio.ensure_future(self._probe())
+                return
             if now >= self.lease_until and node.waiters:
                 # Without its lease this leader may already have been replaced: it must not
                 # acknowledge anything any more, so no write still waiting for its followers
@@ -318,6 +324,7 @@ class FailoverMixin:
                           "not taking writes: stepping down to try again", node.config.node_id, epoch,
                           self.relay_written - st.last_seq)
                 self._handle(e.step_down(epoch, None, node.clock.now_ms()))
+                e.standing = True     # (with manual failover nobody else would stand)
                 return
             node._flush()
             hist = self._history()
@@ -334,6 +341,7 @@ class FailoverMixin:
                 log.error("node %d won epoch %d but cannot save its commit point (%r): not taking writes; "
                           "stepping down", node.config.node_id, epoch, exc)
                 self._handle(e.step_down(epoch, None, node.clock.now_ms()))
+                e.standing = True
                 return
             self.handed_over = False
             self.leader_core = LeaderCore(self.policy, self.cluster.ack_timeout_ms)
@@ -508,16 +516,17 @@ class FailoverMixin:
 
     # ------------------------------------------------------------------ manual switchover
     async def stand(self, timeout_ms: int = 10_000) -> str:
-        """FAILOVER FORCE: this follower stands for election now (a pre-vote first) and keeps
-        standing until some leader exists (Election.standing); the reply says who leads once
-        one does, within ``timeout_ms``."""
+        """FAILOVER FORCE: this follower stands for election (at its next election deadline,
+        a pre-vote first, the usual rules) and keeps standing until some leader exists
+        (Election.standing); the reply says who leads once one does, within ``timeout_ms``."""
         node = self.node
         e = self.election
         if self.role == "leader":
             return f"node {node.config.node_id} already leads epoch {e.epoch}"
         log.warning("node %d stands for election on an operator's request", node.config.node_id)
+        # at its election deadline, not at once: one election timeout after it last heard
+        # from a leader, granted a vote or started (its ack or vote may back a live lease)
         e.standing = True
-        self._handle(e.start_prevote(node.clock.now_ms(), *self.last_epoch_seq()))
         deadline = time.monotonic() + timeout_ms / 1000
         me = node.config.node_id
         while time.monotonic() < deadline:
@@ -597,4 +606,5 @@ class FailoverMixin:
                     e = self.election
                     now = node.clock.now_ms()
                     self._handle(e.step_down(e.epoch, None, now))
+                    e.standing = True
                     self._handle(e.start_election(now, *self.last_epoch_seq()))

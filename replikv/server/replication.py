@@ -1503,6 +1503,7 @@ class Replication(FailoverMixin):
         out = {"mode": "leader", "role": self.role, "leader_id": e.leader_id, "epoch": e.epoch,
                "election_role": e.role, "ack": str(self.policy), "ack_timeout_ms": self.cluster.ack_timeout_ms,
                "auto_failover": self.cluster.auto_failover, "lost_records": self.lost_records,
+               "last_record": list(self.last_epoch_seq()),
                "elections_won": self.elections_won, "epochs": self._history()[-5:]}
         if self.role == "leader":
             lc = self.leader_core

@@ -104,11 +104,11 @@ def test_with_manual_failover_no_node_stands_by_itself():
 
 
 def test_with_manual_failover_a_node_told_to_stand_goes_on_until_a_leader_exists():
-    """A switchover's target, or an old leader whose switchover failed, stands once; if that
+    """An operator's FAILOVER FORCE, or an old leader whose switchover failed: if the first
     election is lost (a vote refused, a reply lost), nothing else would ever elect a leader."""
     e = manual(1)
+    e.standing = True                        # as the shell sets it
     e.start_election(1000, 5, 10)            # the first try: no majority
-    assert e.standing
     outs = []
     now = 1000
     while not outs and now < 1000 + 5 * T:
@@ -120,3 +120,29 @@ def test_with_manual_failover_a_node_told_to_stand_goes_on_until_a_leader_exists
     assert not e.standing
     for t in range(now, now + 10 * T, T // 2):
         assert e.tick(t, 5, 10) == []
+
+
+def test_a_node_told_to_stand_waits_for_its_deadline_after_a_leaders_message():
+    """FAILOVER FORCE right after the node acked a leader: its ack may back that leader's
+    lease, so it stands only at its election deadline, as any candidate."""
+    e = manual(2)
+    e.on_leader_message(5, 1, 10_000)
+    e.standing = True
+    for now in range(10_000, 10_000 + T, 10):
+        assert e.tick(now, 5, 10) == [], now
+    outs = []
+    now = 10_000
+    while not outs and now < 10_000 + 3 * T:
+        now += 10
+        outs = e.tick(now, 5, 10)
+    assert outs and now >= 10_000 + T
+
+
+def test_a_switchover_target_stands_once():
+    """Cut off from a leader that lives on, a target that kept standing could later win beside
+    it (with manual failover the old leader needs no lease)."""
+    e = manual(2)
+    e.start_election(1000, 5, 10, transfer=True)
+    assert not e.standing
+    for now in range(1000, 1000 + 10 * T, T // 2):
+        assert e.tick(now, 5, 10) == []
