@@ -63,6 +63,7 @@ class SimNode:
     last_probe_ms: int = 0
     streaming_epoch: int = -1
     pending: list = field(default_factory=list)        # leader: (seq, write id) awaiting ack
+    switching_since: int | None = None                 # leader: a switchover pauses its writes
     handed_over_at: int | None = None                  # leader: when its switchover's handover left
 
     @property
@@ -110,7 +111,8 @@ class SimCluster:
         self.acked: dict[int, tuple] = {}    # write id -> (seq, epoch, value)
         self.next_write = 1
         self.stats = {"writes": 0, "acked": 0, "elections": 0, "crashes": 0, "partitions": 0, "rollbacks": 0,
-                      "messages": 0, "dropped": 0, "lost_acked": 0, "switchovers": 0}
+                      "messages": 0, "dropped": 0, "lost_acked": 0, "switchovers": 0,
+                      "switchovers_failed": 0}
         # a write acknowledged by the leader plus k followers survives any failover only if that
         # is a majority; weaker policies are simulated too, and their losses counted, not flagged
         majority = n // 2 + 1
@@ -165,7 +167,7 @@ class SimCluster:
             elif isinstance(o, BecomeFollower):
                 if node.leader_core is not None:
                     self.trace(f"node {node.node_id} steps down (epoch {o.epoch})")
-                node.handed_over_at = None
+                node.handed_over_at = node.switching_since = None
                 node.leader_core = None
                 node.pending.clear()
                 node.streaming_to = None
@@ -193,7 +195,7 @@ class SimCluster:
             node.history.append([epoch, node.last + 1])
         self._start_leading(node)
         node.streaming_to = None
-        node.handed_over_at = None
+        node.handed_over_at = node.switching_since = None
         self.trace(f"node {node.node_id} leads epoch {epoch} from seq {node.last + 1}")
         for other in self.nodes:
             if other != node.node_id:
@@ -338,10 +340,13 @@ class SimCluster:
                 for other in self.nodes:
                     if other != node.node_id:
                         self.send(node.node_id, other, {"t": "whois", "epoch": e.epoch})
+            if node.switching_since is not None and node.handed_over_at is None:
+                self.hand_over(node)
             if node.handed_over_at is not None and self.now - node.handed_over_at > 2 * ELECTION_TIMEOUT_MS:
                 # the target did not take over: stand again in a new epoch (as the shell does)
                 self.trace(f"node {node.node_id}: switchover failed; stands again")
-                node.handed_over_at = None
+                self.stats["switchovers_failed"] += 1
+                node.handed_over_at = node.switching_since = None
                 self.handle(node, e.step_down(e.epoch, None, self.now))
                 self.handle(node, e.start_election(self.now, node.last_epoch(), node.last))
                 return
@@ -367,7 +372,7 @@ class SimCluster:
 
     def client_write(self) -> None:
         holders = [n for n in self.nodes.values() if n.up and n.election.role == LEADER and n.leader_core is not None
-                   and n.handed_over_at is None and n.election.has_lease(self.now)]
+                   and n.switching_since is None and n.election.has_lease(self.now)]
         if not holders:
             return
         node = self.rng.choice(holders)
@@ -391,7 +396,7 @@ class SimCluster:
         self.trace(f"crash node {node.node_id}")
         node.up = False
         node.leader_core = None
-        node.handed_over_at = None
+        node.handed_over_at = node.switching_since = None
         node.pending.clear()
         node.streaming_to = None
         node.next_seq = {}
@@ -449,17 +454,23 @@ class SimCluster:
             self.trace(f"network: drop {self.drop_rate}, dup {self.dup_rate}, delay <= {self.max_delay} ms")
 
     def switchover(self) -> None:
-        """The shell's switchover: the leader picks a follower that has all it wrote, stops
-        serving, and tells it to stand at once (a transfer election, which voters grant
-        despite stickiness)."""
+        """The shell's switchover: the leader pauses writes until a follower has all it
+        wrote (given up after two election timeouts), then stops serving and tells that
+        follower to stand at once (a transfer election, which voters grant despite
+        stickiness); see hand_over."""
         leaders = [n for n in self.nodes.values() if n.up and n.election.role == LEADER and n.leader_core is not None
-                   and n.handed_over_at is None]
-        if not leaders:
-            return
-        node = leaders[0]
+                   and n.switching_since is None]
+        if leaders:
+            self.trace(f"switchover from node {leaders[0].node_id}: writes paused")
+            leaders[0].switching_since = self.now
+
+    def hand_over(self, node: SimNode) -> None:
         caught_up = [f.node_id for f in node.leader_core.followers.values()
                      if f.connected and f.received >= node.last and self.nodes[f.node_id].up]
         if not caught_up:
+            if self.now - node.switching_since > 2 * ELECTION_TIMEOUT_MS:
+                self.trace(f"node {node.node_id}: no follower caught up; switchover abandoned")
+                node.switching_since = None
             return
         target = self.rng.choice(sorted(caught_up))
         self.stats["switchovers"] += 1
