@@ -56,6 +56,8 @@ def _stand_target(cl: LocalCluster, to: int | None):
     ids = {n.node_id for n in cl.partition_nodes(1)}
     rows = [row for row in cl.status() if row.get("reachable") and row["node_id"] in ids]
     if to is not None:
+        if to not in ids:
+            raise ClusterError(f"node {to} is not a node of partition 1 (the one `replikv failover` acts on)")
         if not any(row["node_id"] == to for row in rows):
             raise ClusterError(f"node {to} is not running or does not answer")
         return cl.node(to)

@@ -82,6 +82,7 @@ class FailoverMixin:
         self.elections_won = 0
         self.failovers_seen = 0
         self._last_probe = 0.0
+        self._probing = False
         self._hist_last_epoch = self._history()[-1][0] if self._history() else 0
 
     def _restore_commit_cap(self) -> None:
@@ -238,15 +239,33 @@ class FailoverMixin:
         await asyncio.gather(*(ask(n) for n in self._others()))
 
     async def _probe(self) -> None:
-        """A leader without its lease asks its peers whether a newer epoch exists."""
+        """A leader without its lease (or any leader, with manual failover) asks its peers,
+        all at once, whether a newer epoch exists; one probe at a time."""
+        if self._probing:
+            return
+        self._probing = True
         e = self.election
-        for nid in self._others():
-            reply = await self._rpc(nid, {"t": "whois", "epoch": e.epoch, "from": self.node.config.node_id}, 0.5)
-            if reply and int(reply.get("epoch", 0)) > e.epoch and self.role == "leader":
-                log.warning("node %d knows epoch %s (leader %s); this leader of epoch %d steps down", nid,
-                            reply.get("epoch"), reply.get("leader_id"), e.epoch)
-                self._handle(e.step_down(int(reply["epoch"]), reply.get("leader_id"), self.node.clock.now_ms()))
-                return
+        me = self.node.config.node_id
+        try:
+            peers = self._others()
+            replies = await asyncio.gather(*(self._rpc(nid, {"t": "whois", "epoch": e.epoch, "from": me}, 0.5)
+                                             for nid in peers))
+            for nid, reply in zip(peers, replies, strict=True):
+                try:
+                    newer = reply is not None and int(reply.get("epoch", 0)) > e.epoch
+                    hint = reply.get("leader_id") if newer else None
+                    hint = None if hint in (None, me) else int(hint)
+                except (TypeError, ValueError, AttributeError):
+                    continue     # a malformed reply says nothing
+                if newer and self.role == "leader":
+                    log.warning("node %d knows epoch %s (leader %s); this leader of epoch %d steps down", nid,
+                                reply.get("epoch"), hint, e.epoch)
+                    self._handle(e.step_down(int(reply["epoch"]), hint, self.node.clock.now_ms()))
+                    if hint is None:
+                        e.standing = True     # (with manual failover nobody else might stand)
+                    return
+        finally:
+            self._probing = False
 
     async def handle_control(self, conn, msg: dict) -> None:
         """Control messages on the peer port: votes, announcements, switchover, probes."""
@@ -358,6 +377,7 @@ class FailoverMixin:
             self.elections_won += 1
             node.metrics.leader_changes.inc()
             log.warning("node %d is the leader of epoch %d from seq %d", node.config.node_id, epoch, st.last_seq + 1)
+            e.standing = False     # (a FAILOVER FORCE may have come in during the drain)
         finally:
             self._promoting = False
         await asyncio.gather(*(self._rpc(n, {"t": "announce", "epoch": epoch, "leader_id": node.config.node_id}, 1.0)
@@ -535,8 +555,13 @@ class FailoverMixin:
             if not e.standing and self.leader_id not in (None, me):
                 return f"node {self.leader_id} leads epoch {e.epoch}"
             await asyncio.sleep(0.01)
+        lag = ""
+        mx = self.cluster.max_lag_on_failover
+        if mx and self.follower_core.leader_last - self.last_epoch_seq()[1] > mx:
+            lag = (f"; it is {self.follower_core.leader_last - self.last_epoch_seq()[1]} records behind the last "
+                   f"leader it knew, more than max_lag_on_failover = {mx}, so it may not stand")
         raise RuntimeError(f"no leader within {timeout_ms} ms (a live leader, or a voter with a fresher log, "
-                           f"refuses; this node {'goes on standing' if e.standing else 'stopped standing'})")
+                           f"refuses{lag}; this node {'goes on standing' if e.standing else 'stopped standing'})")
 
     async def switchover(self, to: int | None, timeout_ms: int = 10_000) -> str:
         node = self.node
@@ -608,3 +633,8 @@ class FailoverMixin:
                     self._handle(e.step_down(e.epoch, None, now))
                     e.standing = True
                     self._handle(e.start_election(now, *self.last_epoch_seq()))
+                elif self.role != "leader" and self.leader_id in (None, node.config.node_id):
+                    # it stepped down (the target's transfer vote, or a probe) but knows of no
+                    # leader: the target may have lost its one election, and with manual
+                    # failover nobody else would stand (an announce from a winner clears it)
+                    self.election.standing = True
