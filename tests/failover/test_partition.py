@@ -55,6 +55,26 @@ def probe_writes(cl, node_id: int, n: int, out: list) -> list[threading.Thread]:
     return threads
 
 
+def cut_off_with_an_unacked_write(cl, key: str) -> int:
+    """Cut node 1 (the leader) off from both followers and send it a write that no follower
+    can acknowledge: its client gets NOTACKED (outcome unknown) once the lease runs out.
+    Returns the new leader elected among nodes 2 and 3."""
+    cl.net.cut(1, 2)
+    cl.net.cut(1, 3)
+    with pytest.raises(redis.ResponseError) as e:
+        client(cl.node(1).port, socket_timeout=30).set(key, "unacked")
+    assert "NOTACKED" in str(e.value), str(e.value)
+    return wait_leader_among(cl, [2, 3])
+
+
+def read_on(cl, node_id: int, key: str):
+    """GET with a 1 s timeout: the value, or the kind of error (a held read times out)."""
+    try:
+        return client(cl.node(node_id).port, socket_timeout=1.0).get(key)
+    except (redis.TimeoutError, redis.ResponseError) as err:
+        return error_kind(err)
+
+
 @pytest.mark.parametrize("ack", ["async", "semi-sync:1"])
 @pytest.mark.parametrize("how", ["sigstop", "link-cut"])
 def test_isolated_leader_is_replaced_and_fenced(failover_cluster, how, ack):
@@ -214,22 +234,13 @@ def test_a_stepped_down_leader_hides_its_unacknowledged_tail(failover_cluster):
     cl = failover_cluster(3, ack="semi-sync:1", ack_timeout_ms=5000, links=True)
     assert client(cl.node(1).port).set("k", "old")
     wait_for(lambda: converged(cl, 1, [1, 2, 3]), 30, what="DIGEST equal on all nodes")
-    cl.net.cut(1, 2)
-    cl.net.cut(1, 3)
-    with pytest.raises(redis.ResponseError) as e:
-        client(cl.node(1).port, socket_timeout=30).set("k", "unacked")
-    assert "NOTACKED" in str(e.value), str(e.value)
-    new = wait_leader_among(cl, [2, 3])
+    new = cut_off_with_an_unacked_write(cl, "k")
     cl.pause(new)
     try:
         cl.net.heal(1, 2)
         cl.net.heal(1, 3)
         wait_for(lambda: status(cl, 1)["role"] == "follower", 30, what="the old leader stepping down")
-        r = client(cl.node(1).port, socket_timeout=1.0)
-        try:
-            got = r.get("k")
-        except (redis.TimeoutError, redis.ResponseError) as err:
-            got = error_kind(err)     # held (it waits for the start plan) or refused
+        got = read_on(cl, 1, "k")     # held (it waits for the start plan), refused, or a value
     finally:
         cl.resume(new)
 
@@ -262,12 +273,7 @@ def test_a_rejoining_old_leader_is_never_counted_past_what_it_was_sent(failover_
                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr
     wait_for(lambda: converged(cl, 1, [1, 2, 3]), 60, what="DIGEST equal on all nodes")
-    cl.net.cut(1, 2)
-    cl.net.cut(1, 3)
-    with pytest.raises(redis.ResponseError) as e:
-        client(cl.node(1).port, socket_timeout=30).set("tail", "unacked")
-    assert "NOTACKED" in str(e.value), str(e.value)
-    new = wait_leader_among(cl, [2, 3])
+    new = cut_off_with_an_unacked_write(cl, "tail")
     r = client(cl.node(new).port, protocol=2)
     cl.net.heal(1, 2)
     cl.net.heal(1, 3)
@@ -300,21 +306,12 @@ def test_a_restarted_old_leader_hides_its_unacknowledged_tail(failover_cluster):
     cl = failover_cluster(3, ack="semi-sync:1", ack_timeout_ms=2000, links=True)
     assert client(cl.node(1).port).set("k", "old")
     wait_for(lambda: converged(cl, 1, [1, 2, 3]), 30, what="DIGEST equal on all nodes")
-    cl.net.cut(1, 2)
-    cl.net.cut(1, 3)
-    with pytest.raises(redis.ResponseError) as e:
-        client(cl.node(1).port, socket_timeout=30).set("k", "unacked")
-    assert "NOTACKED" in str(e.value), str(e.value)
-    new = wait_leader_among(cl, [2, 3])
+    new = cut_off_with_an_unacked_write(cl, "k")
     assert client(cl.node(new).port).set("other", "new epoch")
     time.sleep(3.5)     # past the ack timeout, and a commit-point save after it
     cl.kill(1)
     cl.start_node(cl.node(1))
-    r = client(cl.node(1).port, socket_timeout=1.0)
-    try:
-        got = r.get("k")
-    except (redis.TimeoutError, redis.ResponseError) as err:
-        got = error_kind(err)     # held until a leader says what survives, or refused
+    got = read_on(cl, 1, "k")     # held until a leader says what survives, refused, or a value
     cl.net.heal(1, 2)
     cl.net.heal(1, 3)
     wait_for(lambda: converged(cl, new, [1, 2, 3]), 60, what="DIGEST equal on all nodes")
