@@ -84,6 +84,8 @@ def cmd_failover(node, conn, args):
             i += 2
         elif opt == b"TIMEOUT" and i + 1 < len(args):
             timeout_ms = C.parse_int(args[i + 1])
+            if timeout_ms <= 0:
+                raise C.CommandError("ERR FAILOVER TIMEOUT must be a positive number of milliseconds")
             i += 2
         elif opt == b"FORCE":
             force = True

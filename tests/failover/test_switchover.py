@@ -101,6 +101,16 @@ def test_no_failover_by_itself_when_auto_failover_is_off(failover_cluster):
     assert out.returncode == 2 and "no node currently leads" in out.stderr, (out.returncode, out.stderr)
     assert "--force" in out.stderr
 
+    # bad FAILOVER input gets a clear error and starts nothing
+    r2 = client(cl.node(2).port)
+    for bad, says in ((["FORCE", "TIMEOUT", "0"], "positive"), (["FORCE", "TIMEOUT", "-5"], "positive"),
+                      (["FORCE", "TO", "3"], "takes no to"), (["TIMEOUT", "x"], "not an integer"),
+                      (["SOON"], "syntax"), (["TO", "3"], "must be sent to the leader")):
+        with pytest.raises(redis.ResponseError) as e:
+            r2.execute_command("FAILOVER", *bad)
+        assert says in str(e.value).lower(), (bad, str(e.value))
+    assert leader_among(cl, [2, 3]) is None
+
     # the operator promotes a follower: an election all the same (pre-vote, log freshness)
     out = replikv("failover", "--data-dir", cl.root, "--force")
     assert out.returncode == 0, (out.stdout, out.stderr)
