@@ -88,6 +88,25 @@ def _snapshot_child_setup(parent_pid: int) -> None:
         pass
 
 
+def replace_file(path: str, text: str, sync: bool) -> None:
+    """Replace ``path`` by ``text`` atomically (a temporary file renamed over it): a reader,
+    or a restart after a crash, sees the old content or the new one, never a mix. ``sync``:
+    the file and the rename are fsynced first (durable across a power loss, not only a kill)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    if sync:
+        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 class Meta:
     """Small node state kept in ``meta.json``, replaced atomically."""
 
@@ -107,17 +126,7 @@ class Meta:
             self.save()
 
     def save(self) -> None:
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(self.data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        replace_file(self.path, json.dumps(self.data, indent=1, sort_keys=True), sync=True)
 
     def __getitem__(self, k):
         return self.data[k]
@@ -241,19 +250,7 @@ class Storage:
         (``sync``: fsynced, so the file never names an older epoch than the log's records),
         then about once a second and at shutdown without fsync: a stale value only hides
         more, and an unreadable one hides the whole last epoch (see load_commit)."""
-        tmp = self.commit_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump({"epoch": int(epoch), "seq": int(seq)}, fh)
-            if sync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, self.commit_path)
-        if sync:
-            fd = os.open(self.dir, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        replace_file(self.commit_path, json.dumps({"epoch": int(epoch), "seq": int(seq)}), sync)
         self.commit_point = (int(epoch), int(seq))
 
     def load_commit(self) -> tuple[int, int] | None:
